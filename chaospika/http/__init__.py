@@ -1,0 +1,1 @@
+"""HTTP probes of a service seen from outside."""

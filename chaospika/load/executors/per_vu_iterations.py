@@ -1,0 +1,89 @@
+"""per-vu-iterations: each VU runs a fixed number of iterations, within maxDuration."""
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from chaospika.load.executors.base import (
+    Executor,
+    ScenarioConfig,
+    Segment,
+    Steps,
+)
+from chaospika.load.executors.options import MIN_DURATION, option_duration, option_int
+from chaospika.load.summary import go_duration
+
+__all__ = ["PerVUIterations", "PerVUIterationsOptions"]
+
+
+@dataclass(frozen=True)
+class PerVUIterationsOptions:
+    vus: int
+    iterations: int
+    max_duration: float
+
+
+class PerVUIterations(Executor):
+    """Each of `vus` VUs runs `iterations` iterations; unstarted ones are dropped."""
+
+    kind = "per-vu-iterations"
+    option_keys = frozenset({"vus", "iterations", "maxDuration"})
+
+    @classmethod
+    def parse_options(cls, field: str, raw: dict[str, Any]) -> PerVUIterationsOptions:
+        return PerVUIterationsOptions(
+            vus=option_int(field, raw, "vus", default=1, minimum=1),
+            iterations=option_int(field, raw, "iterations", default=1, minimum=1),
+            max_duration=option_duration(
+                field, raw, "maxDuration", default=600.0, minimum=MIN_DURATION
+            ),
+        )
+
+    @classmethod
+    def regular_duration(cls, options: PerVUIterationsOptions) -> float:
+        return options.max_duration
+
+    @classmethod
+    def requirements(
+        cls, options: PerVUIterationsOptions, graceful_stop: float, segment: Segment
+    ) -> Steps:
+        end = options.max_duration + graceful_stop
+        return [(0.0, segment.share(options.vus)), (end, 0)]
+
+    @classmethod
+    def describe(cls, config: ScenarioConfig) -> str:
+        options = config.options
+        return (
+            f"{options.iterations} iterations for each of {options.vus} VUs"
+            + cls._base_info(
+                config, f"maxDuration: {go_duration(options.max_duration)}"
+            )
+        )
+
+    async def _execute(self) -> None:
+        options = self.options
+        vus = [
+            self._spawn(self._run_vu(self._new_vu(), options.iterations))
+            for _ in range(self.segment.share(options.vus))
+        ]
+        await self._wait_for(vus, options.max_duration)
+        self._regular_over = True
+        await self._finish(vus, options.max_duration + self.config.graceful_stop)
+
+    async def _run_vu(self, vu: Any, iterations: int) -> None:
+        self.state.active_vus += 1
+        done = 0
+        try:
+            while done < iterations:
+                if self._regular_over:
+                    self._drop(iterations - done)
+                    return
+                done += 1
+                await self._iterate(vu)
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self._expired:  # gracefulStop ran out: the rest will never start
+                self._drop(iterations - done)
+            raise
+        finally:
+            self.state.active_vus -= 1

@@ -1,0 +1,93 @@
+"""shared-iterations: VUs share a fixed total of iterations, within maxDuration."""
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from chaospika.load.errors import ScenarioError
+from chaospika.load.executors.base import (
+    Executor,
+    ScenarioConfig,
+    Segment,
+    Steps,
+)
+from chaospika.load.executors.options import MIN_DURATION, option_duration, option_int
+from chaospika.load.summary import go_duration
+
+__all__ = ["SharedIterations", "SharedIterationsOptions"]
+
+
+@dataclass(frozen=True)
+class SharedIterationsOptions:
+    vus: int
+    iterations: int
+    max_duration: float
+
+
+class SharedIterations(Executor):
+    """`vus` VUs take iterations from one shared pool of `iterations`."""
+
+    kind = "shared-iterations"
+    option_keys = frozenset({"vus", "iterations", "maxDuration"})
+
+    @classmethod
+    def parse_options(cls, field: str, raw: dict[str, Any]) -> SharedIterationsOptions:
+        vus = option_int(field, raw, "vus", default=1, minimum=1)
+        iterations = option_int(field, raw, "iterations", default=1, minimum=1)
+        if iterations < vus:
+            raise ScenarioError(
+                f"{field}.iterations",
+                f"the number of iterations ({iterations}) can't be less than "
+                f"the number of VUs ({vus})",
+            )
+        max_duration = option_duration(
+            field, raw, "maxDuration", default=600.0, minimum=MIN_DURATION
+        )
+        return SharedIterationsOptions(vus, iterations, max_duration)
+
+    @classmethod
+    def regular_duration(cls, options: SharedIterationsOptions) -> float:
+        return options.max_duration
+
+    @classmethod
+    def requirements(
+        cls, options: SharedIterationsOptions, graceful_stop: float, segment: Segment
+    ) -> Steps:
+        end = options.max_duration + graceful_stop
+        return [(0.0, segment.share(options.vus)), (end, 0)]
+
+    @classmethod
+    def describe(cls, config: ScenarioConfig) -> str:
+        options = config.options
+        return (
+            f"{options.iterations} iterations shared among {options.vus} VUs"
+            + cls._base_info(
+                config, f"maxDuration: {go_duration(options.max_duration)}"
+            )
+        )
+
+    async def _execute(self) -> None:
+        options = self.options
+        working = self.segment.among(options.vus)
+        self._total = working.share(options.iterations) if working else 0
+        self._attempted = 0
+        vus = [
+            self._spawn(self._run_vu(self._new_vu()))
+            for _ in range(self.segment.share(options.vus))
+        ]
+        await self._wait_for(vus, options.max_duration)
+        self._regular_over = True
+        await self._finish(vus, options.max_duration + self.config.graceful_stop)
+        self._drop(self._total - min(self._attempted, self._total))
+
+    async def _run_vu(self, vu: Any) -> None:
+        self.state.active_vus += 1
+        try:
+            while not self._regular_over:
+                self._attempted += 1
+                if self._attempted > self._total:
+                    return
+                await self._iterate(vu)
+                await asyncio.sleep(0)
+        finally:
+            self.state.active_vus -= 1

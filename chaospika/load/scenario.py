@@ -1,0 +1,247 @@
+"""The JSON load spec (k6's options shape) checked and compiled into a `LoadSpec`.
+
+Every bad field raises `ScenarioError` naming its dotted path, e.g.
+`scenarios.orders.rate`. Steps are compiled by `steps.compile_steps`, thresholds
+parsed by `thresholds.parse_thresholds`, both against the spec's registry.
+"""
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaospika.load.errors import ScenarioError
+from chaospika.load.executors import EXECUTORS, Executor, ScenarioConfig
+from chaospika.load.executors.base import IterationFn
+from chaospika.load.executors.options import option_duration, option_int, reject_unknown
+from chaospika.load.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
+from chaospika.load.thresholds import ThresholdSet, parse_thresholds
+
+__all__ = [
+    "LoadSpec",
+    "Scenario",
+    "define_metrics",
+    "parse_spec",
+]
+
+TOP_LEVEL_KEYS = (
+    "scenarios",
+    "thresholds",
+    "tags",
+    "processes",
+    "summaryTrendStats",
+    "engine",
+    "metrics",
+    "maxRedirects",
+)
+ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.load.k6)
+COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "steps", "exec")
+MAX_PROCESSES = 256
+
+_NAME = re.compile(r"[0-9A-Za-z_-]+")
+
+
+@dataclass
+class Scenario:
+    """One checked scenario: its config, executor class and iteration function."""
+
+    config: ScenarioConfig
+    executor: type[Executor]
+    iteration: IterationFn
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def max_duration(self) -> float:
+        """Seconds from the test start to this scenario's latest possible end."""
+        options, grace = self.config.options, self.config.graceful_stop
+        return self.config.start_time + self.executor.max_duration(options, grace)
+
+    def describe(self) -> str:
+        """k6's one-line description ("10 looping VUs for 30s (gracefulStop: 30s)")."""
+        return self.executor.describe(self.config)
+
+
+@dataclass
+class LoadSpec:
+    """A checked load spec, ready for `runner.run`. One registry per LoadSpec."""
+
+    scenarios: dict[str, Scenario]
+    registry: Registry
+    thresholds: ThresholdSet
+    tags: dict[str, str] = field(default_factory=dict)
+    processes: int = 1
+    engine: str = "pika"
+    summary_trend_stats: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TREND_STATS)
+    )
+    raw: dict[str, Any] = field(default_factory=dict)
+    max_redirects: int | None = None  # k6's maxRedirects; None: default 10
+    used: bool = field(default=False, repr=False)  # set by the runner: one run each
+
+    def max_duration(self) -> float:
+        """Longest possible run: max over scenarios of startTime + run + gracefulStop."""
+        return max(scenario.max_duration() for scenario in self.scenarios.values())
+
+
+def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> LoadSpec:
+    """Check `spec` and compile its scenarios; `registry` defaults to a new one.
+
+    Pass a registry to use custom metrics: define them in it first.
+    """
+    if not isinstance(spec, Mapping):
+        raise ScenarioError(
+            "spec", f"expected a JSON object, got {type(spec).__name__}"
+        )
+    reject_unknown("", spec, TOP_LEVEL_KEYS)
+    if registry is None:
+        registry = Registry()
+    tags = _tags("tags", spec.get("tags", {}))
+    processes = _processes(spec)
+    engine = _engine(spec)
+    trend_stats = _trend_stats(spec)
+    max_redirects = (
+        option_int("", dict(spec), "maxRedirects") if "maxRedirects" in spec else None
+    )
+    define_metrics(spec.get("metrics", {}), registry)
+    scenarios = _scenarios(spec, tags, registry)
+    thresholds = parse_thresholds(spec.get("thresholds", {}), registry)
+    return LoadSpec(
+        scenarios=scenarios,
+        registry=registry,
+        thresholds=thresholds,
+        tags=tags,
+        processes=processes,
+        engine=engine,
+        summary_trend_stats=trend_stats,
+        raw=copy.deepcopy(dict(spec)),
+        max_redirects=max_redirects,
+    )
+
+
+def define_metrics(declared: Any, registry: Registry) -> None:
+    """Define the spec's custom metrics: {"name": "counter"} or {"name": {"type":
+    "trend", "isTime": true}}, so thresholds and `exec` functions can use them."""
+    if not isinstance(declared, Mapping):
+        raise ScenarioError("metrics", f"expected an object, got {declared!r}")
+    for name, kind in declared.items():
+        field = f"metrics.{name}"
+        is_time = False
+        if isinstance(kind, Mapping):
+            reject_unknown(field, kind, ("type", "isTime"))
+            is_time = kind.get("isTime", False)
+            if not isinstance(is_time, bool):
+                raise ScenarioError(
+                    f"{field}.isTime", f"expected a boolean, got {is_time!r}"
+                )
+            kind = kind.get("type")
+        registry.define(name, kind, is_time=is_time, field="metrics")
+
+
+def _tags(where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ScenarioError(where, f"expected an object of string tags, got {value!r}")
+    for key, tag in value.items():
+        if not isinstance(key, str) or not key:
+            raise ScenarioError(
+                where, f"tag names must be non-empty strings, got {key!r}"
+            )
+        if not isinstance(tag, str):
+            raise ScenarioError(f"{where}.{key}", f"expected a string, got {tag!r}")
+    return dict(value)
+
+
+def _processes(spec: Mapping[str, Any]) -> int:
+    processes = option_int("", dict(spec), "processes", default=1, minimum=1)
+    if processes > MAX_PROCESSES:
+        raise ScenarioError("processes", f"must be <= {MAX_PROCESSES}, got {processes}")
+    return processes
+
+
+def _engine(spec: Mapping[str, Any]) -> str:
+    engine = spec.get("engine", "pika")
+    if engine not in ENGINES:
+        raise ScenarioError(
+            "engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}"
+        )
+    return engine
+
+
+def _trend_stats(spec: Mapping[str, Any]) -> list[str]:
+    value = spec.get("summaryTrendStats", list(DEFAULT_TREND_STATS))
+    if not isinstance(value, list) or not value:
+        raise ScenarioError(
+            "summaryTrendStats",
+            f"expected a non-empty list such as {list(DEFAULT_TREND_STATS)}",
+        )
+    for number, stat in enumerate(value):
+        trend_stat(stat, f"summaryTrendStats[{number}]")
+    return list(value)
+
+
+def _scenarios(
+    spec: Mapping[str, Any], tags: dict[str, str], registry: Any
+) -> dict[str, Scenario]:
+    raw = spec.get("scenarios")
+    if raw is None:
+        raise ScenarioError("scenarios", "is required (at least one scenario)")
+    if not isinstance(raw, Mapping) or not raw:
+        raise ScenarioError(
+            "scenarios", f"expected an object of scenarios, got {raw!r}"
+        )
+    return {
+        name: _scenario(name, options, tags, registry) for name, options in raw.items()
+    }
+
+
+def _scenario(name: Any, raw: Any, tags: dict[str, str], registry: Any) -> Scenario:
+    where = f"scenarios.{name}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ScenarioError(
+            where, "scenario names may contain only letters, digits, '_' and '-'"
+        )
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(where, f"expected an object, got {raw!r}")
+    raw = dict(raw)
+    kind = raw.get("executor")
+    if kind is None:
+        raise ScenarioError(f"{where}.executor", "is required")
+    executor = EXECUTORS.get(kind) if isinstance(kind, str) else None
+    if executor is None:
+        raise ScenarioError(
+            f"{where}.executor",
+            f"unknown executor {kind!r} (known: {', '.join(EXECUTORS)})",
+        )
+    reject_unknown(where, raw, (*COMMON_KEYS, *sorted(executor.option_keys)))
+    own = {key: value for key, value in raw.items() if key in executor.option_keys}
+    config = ScenarioConfig(
+        name=name,
+        executor=kind,
+        options=executor.parse_options(where, own),
+        start_time=option_duration(where, raw, "startTime", default=0.0),
+        graceful_stop=option_duration(where, raw, "gracefulStop", default=30.0),
+        tags={**tags, **_tags(f"{where}.tags", raw.get("tags", {}))},
+        exec=raw.get("exec") if isinstance(raw.get("exec"), str) else None,
+    )
+    return Scenario(config, executor, _iteration(where, name, raw, registry))
+
+
+def _iteration(
+    where: str, name: str, raw: dict[str, Any], registry: Any
+) -> IterationFn:
+    if ("steps" in raw) == ("exec" in raw):
+        raise ScenarioError(
+            f"{where}.steps", "give exactly one of 'steps' (a list) or 'exec'"
+        )
+    from chaospika.load.steps import compile_exec, compile_steps
+
+    if "exec" in raw:
+        return compile_exec(f"{where}.exec", raw["exec"])
+    steps = raw["steps"]
+    if not isinstance(steps, list) or not steps:
+        raise ScenarioError(
+            f"{where}.steps", f"expected a non-empty list, got {steps!r}"
+        )
+    return compile_steps(f"{where}.steps", steps, scenario=name, registry=registry)

@@ -1,0 +1,1 @@
+"""Process faults and probes for processes named by a pidfile or a pid."""

@@ -1,0 +1,1 @@
+"""Redis stream probes and actions: length, lag, pending, backlog and drain time."""

@@ -1,0 +1,1 @@
+"""Read-only SQL probes over SQLAlchemy URLs."""
