@@ -34,10 +34,15 @@ def _closed(step: dict, vus: int, seconds: float, **options: object) -> dict:
     return {"scenarios": {"bench": {**scenario, **options, "steps": [step]}}}
 
 
-def _cpu_rows(
-    section: Section, count: Count, middle: Callable[[Run], list[str]]
+def _cpu_results(
+    section: Section,
+    count: Count,
+    middle: Callable[[Run], list[str]],
+    target: tuple[str, float],
 ) -> None:
-    """One row per run: tool, label, `middle` cells, CPU s, CPU s/1k, ratio to k6."""
+    """One row per run (tool, label, `middle` cells, CPU s, CPU s/1k, ratio to k6),
+    and the CPU target: (what, at most this many times k6's CPU per 1,000 counted).
+    """
     k6 = next(run for run in section.runs if run.tool == "k6")
     reference = k6.cpu_per_1k(count(k6))
     for run in section.runs:
@@ -52,6 +57,7 @@ def _cpu_rows(
                 num(ratio(per_1k, reference), 2),
             ]
         )
+    section.targets.append(_cpu_target(*target, section, count))
 
 
 def _cpu_target(what: str, limit: float, section: Section, count: Count) -> Target:
@@ -91,7 +97,7 @@ def bench_get(seconds: float, workdir: str) -> Section:
             peers.k6(label, "get.js", env, seconds),
             peers.wrk(f"-c{VUS} -t1", url, VUS, seconds),
         ]
-    _cpu_rows(
+    _cpu_results(
         section,
         _requests,
         lambda run: [
@@ -99,8 +105,8 @@ def bench_get(seconds: float, workdir: str) -> Section:
             num(run.rate(run.requests), 0),
             num(run.p95_ms, 2),
         ],
+        ("GET", 0.5),
     )
-    section.targets.append(_cpu_target("GET", 0.5, section, _requests))
     return section
 
 
@@ -140,7 +146,7 @@ def bench_post(seconds: float, workdir: str) -> Section:
             peers.ours(label, _closed(step, VUS, seconds), seconds),
             peers.k6(label, "post.js", env, seconds),
         ]
-    _cpu_rows(
+    _cpu_results(
         section,
         _requests,
         lambda run: [
@@ -149,8 +155,8 @@ def bench_post(seconds: float, workdir: str) -> Section:
             num(run.p95_ms, 2),
             percent(run.checks),
         ],
+        ("POST", 1.0),
     )
-    section.targets.append(_cpu_target("POST", 1.0, section, _requests))
     return section
 
 
@@ -191,7 +197,7 @@ def bench_ws(seconds: float, workdir: str) -> Section:
             peers.ours(label, _closed(step, VUS, seconds), seconds),
             peers.k6(label, "ws.js", env, seconds),
         ]
-    _cpu_rows(
+    _cpu_results(
         section,
         _messages,
         lambda run: [
@@ -200,8 +206,8 @@ def bench_ws(seconds: float, workdir: str) -> Section:
             num(run.iterations, 0),
             percent(run.checks),
         ],
+        ("WebSocket", 1.0),
     )
-    section.targets.append(_cpu_target("WebSocket", 1.0, section, _messages))
     return section
 
 

@@ -7,22 +7,16 @@ by its scenarios' durations plus gracefulStop, by `max_duration`, and by
 recorded values are folded into the metrics in short slices, so that no single
 fold holds the event loop for long. Once a second the
 runner records the vus/vus_max gauges, ticks the registry, evaluates
-abortOnFail thresholds and reports progress. With `processes: N`, N spawned
-workers each run a stripe of every scenario and send their metrics as deltas
-once a second; the parent merges them into one registry. Workers are spawned,
-so a script calling `run()` needs the usual `if __name__ == "__main__":` guard,
-and `exec` modules must be importable in a fresh interpreter.
+abortOnFail thresholds and reports progress. `processes: N` runs go to
+processes.py (spawned workers, so a script calling `run()` needs the usual
+`if __name__ == "__main__":` guard).
 """
 
 import asyncio
 import logging
-import multiprocessing
-import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_for_messages
 from typing import Any
 
 from chaospika.load import summary
@@ -39,7 +33,7 @@ from chaospika.load.progress import (
 )
 from chaospika.load.scenario import LoadSpec, Scenario, parse_spec
 from chaospika.load.thresholds import thresholds_passed
-from chaospika.load.vu import capture_warnings, merge_captures
+from chaospika.load.vu import capture_warnings
 
 __all__ = ["LoadResult", "run", "run_async"]
 
@@ -49,9 +43,6 @@ END_MARGIN = 5.0  # seconds past the longest planned end before a forced stop
 STOP_POLL = 0.02  # seconds between two looks at the stop event and the deadline
 FOLD_PERIOD = 0.05  # seconds between two rounds of metric folding
 FOLD_ROUND = 64  # slices one round folds at most (each FOLD_SLICE values)
-WORKER_START_TIMEOUT = 60.0  # seconds for worker processes to import and parse
-WORKER_EXIT_TIMEOUT = 10.0  # seconds for workers to report after a stop
-REPORT_WAIT = 0.5  # seconds the parent waits for the workers' report of a second
 
 ProgressCallback = Callable[[dict], None]
 
@@ -105,10 +96,12 @@ def run(
     stop_event: Any = None,
 ) -> LoadResult:
     """Run `spec` to its end on a new event loop; blocks (call from a thread)."""
-    load = _fresh(spec)
+    load = fresh_spec(spec)
     if load.processes > 1:
-        return _run_processes(load, max_duration, on_progress, stop_event)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        from chaospika.load.processes import run_processes  # imports this module
+
+        return run_processes(load, max_duration, on_progress, stop_event)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_run_here(load, max_duration, on_progress, stop_event))
 
 
@@ -120,15 +113,17 @@ async def run_async(
     stop_event: Any = None,
 ) -> LoadResult:
     """Run `spec` on the running loop (processes > 1: workers, awaited in a thread)."""
-    load = _fresh(spec)
+    load = fresh_spec(spec)
     if load.processes > 1:
+        from chaospika.load.processes import run_processes  # imports this module
+
         return await asyncio.to_thread(
-            _run_processes, load, max_duration, on_progress, stop_event
+            run_processes, load, max_duration, on_progress, stop_event
         )
     return await _run_here(load, max_duration, on_progress, stop_event)
 
 
-def _fresh(spec: Mapping | LoadSpec) -> LoadSpec:
+def fresh_spec(spec: Mapping | LoadSpec) -> LoadSpec:
     """A LoadSpec whose registry has not been used by a previous run."""
     if not isinstance(spec, LoadSpec) or spec.used:
         spec = parse_spec(spec.raw if isinstance(spec, LoadSpec) else spec)
@@ -136,7 +131,7 @@ def _fresh(spec: Mapping | LoadSpec) -> LoadSpec:
     return spec
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is an optional extra
@@ -144,7 +139,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def _deadline(load: LoadSpec, max_duration: float | None) -> float:
+def run_deadline(load: LoadSpec, max_duration: float | None) -> float:
     """Seconds after the start at which the run is stopped whatever happens."""
     limit = load.max_duration() + END_MARGIN
     if max_duration is None:
@@ -328,21 +323,21 @@ def planned_vus(load: LoadSpec, segment: Segment = WHOLE) -> int:
     return most
 
 
-def _lag_warnings(worst_p95_ms: float) -> list[str]:
+def lag_warnings(worst_p95_ms: float) -> list[str]:
     return [lag_warning(worst_p95_ms)] if worst_p95_ms > LAG_LIMIT_MS else []
 
 
-def _request_totals(registry: Any) -> tuple[int, int]:
+def request_totals(registry: Any) -> tuple[int, int]:
     """(requests, failed requests) recorded so far."""
     requests = registry.stats("http_reqs")["count"]
     failed = registry.stats("http_req_failed")["passes"]
     return int(requests), int(failed)
 
 
-def _totals(
+def progress_totals(
     registry: Any, vus: int, vus_max: int, errors: int, lag: float = 0.0
 ) -> Totals:
-    requests, failed = _request_totals(registry)
+    requests, failed = request_totals(registry)
     return Totals(
         vus=vus,
         vus_max=vus_max,
@@ -362,7 +357,7 @@ async def _run_here(
 ) -> LoadResult:
     local = LocalRun(
         load,
-        deadline=_deadline(load, max_duration),
+        deadline=run_deadline(load, max_duration),
         external_stop=stop_event.is_set if stop_event is not None else None,
     )
     meter = ProgressMeter()
@@ -381,7 +376,9 @@ async def _run_here(
             state = local.state
             vus_max = max(state.max_vus, state.active_vus)
             lag = local.lag.p95_ms()
-            totals = _totals(registry, state.active_vus, vus_max, local.errors(), lag)
+            totals = progress_totals(
+                registry, state.active_vus, vus_max, local.errors(), lag
+            )
             totals.lag_sustained_ms = local.lag.sustained_p95_ms
             on_progress(meter.report(elapsed, totals))
 
@@ -391,17 +388,17 @@ async def _run_here(
     local.record_gauges()
     registry.tick(local.duration)
     outcomes = {name: outcome.to_dict() for name, outcome in local.outcomes.items()}
-    return _result(
+    return load_result(
         load,
         local.duration,
         local.captures,
         outcomes,
         local.stopped_by,
-        _lag_warnings(local.lag.worst_p95_ms),
+        lag_warnings(local.lag.worst_p95_ms),
     )
 
 
-def _result(
+def load_result(
     load: LoadSpec,
     duration: float,
     captures: dict,
@@ -415,8 +412,8 @@ def _result(
         warnings.append(
             f"load stopped after {duration:.1f} s by its time limit (max_duration)"
         )
-    info = _scenarios_info(load, outcomes)
-    warnings.extend(_dropped_warnings(info))
+    info = scenarios_info(load, outcomes)
+    warnings.extend(dropped_warnings(info))
     warnings.extend(capture_warnings(captures))
     header = {
         "scenarios": {name: data["description"] for name, data in info.items()},
@@ -443,7 +440,7 @@ def _result(
     )
 
 
-def _dropped_warnings(info: dict) -> list[str]:
+def dropped_warnings(info: dict) -> list[str]:
     warnings = []
     for name, data in info.items():
         if not data["dropped"]:
@@ -459,7 +456,7 @@ def _dropped_warnings(info: dict) -> list[str]:
     return warnings
 
 
-def _scenarios_info(load: LoadSpec, outcomes: dict) -> dict:
+def scenarios_info(load: LoadSpec, outcomes: dict) -> dict:
     info = {}
     for name, scenario in load.scenarios.items():
         config = scenario.config
@@ -473,296 +470,3 @@ def _scenarios_info(load: LoadSpec, outcomes: dict) -> dict:
             **{k: v for k, v in outcomes[name].items() if k != "scenario"},
         }
     return info
-
-
-# -- several processes -------------------------------------------------------------
-
-
-def _run_processes(
-    load: LoadSpec,
-    max_duration: float | None,
-    on_progress: ProgressCallback | None,
-    stop_event: Any,
-) -> LoadResult:
-    """Spawn `load.processes` workers, merge their metrics, return one result."""
-    return _Coordinator(
-        load, _deadline(load, max_duration), on_progress, stop_event
-    ).run()
-
-
-@dataclass
-class _Worker:
-    index: int
-    process: Any
-    connection: Any
-    totals: Totals = field(default_factory=Totals)
-    seconds: int = 0  # seconds reported so far
-    errors: int = 0
-    done: bool = False
-    final: dict | None = None
-
-
-class _Coordinator:
-    """The parent of the workers: start, merge once a second, stop, collect."""
-
-    def __init__(
-        self,
-        load: LoadSpec,
-        deadline: float,
-        on_progress: ProgressCallback | None,
-        stop_event: Any,
-    ) -> None:
-        self.load = load
-        self.registry = load.registry
-        self.deadline = deadline
-        self.on_progress = on_progress
-        self.stop_event = stop_event
-        self.context = multiprocessing.get_context("spawn")
-        self.stop = self.context.Event()
-        self.go = self.context.Event()
-        self.workers: list[_Worker] = []
-        self.meter = ProgressMeter()
-        self.stopped_by: str | None = None
-        self.failure: str | None = None
-        self.planned = planned_vus(load)
-
-    def run(self) -> LoadResult:
-        duration = 0.0
-        try:
-            self._start()
-            if self.failure is None:
-                duration = self._drive()
-        finally:
-            self._reap()
-        if self.failure is not None:
-            raise RuntimeError(f"a load worker process failed:\n{self.failure}")
-        return self._collect(duration)
-
-    def _start(self) -> None:
-        count = self.load.processes
-        for index in range(count):
-            receiver, sender = self.context.Pipe(duplex=False)
-            process = self.context.Process(
-                target=worker_main,
-                args=(self.load.raw, index, count, sender, self.stop, self.go),
-                kwargs={"deadline": self.deadline},
-                name=f"chaospika-load-{index}",
-                daemon=True,
-            )
-            process.start()
-            sender.close()
-            self.workers.append(_Worker(index, process, receiver))
-        ready: set[int] = set()
-        limit = time.monotonic() + WORKER_START_TIMEOUT
-        while len(ready) < count and self.failure is None:
-            if time.monotonic() > limit:
-                raise RuntimeError("load worker processes did not start in time")
-            for message in self._messages(0.1):
-                if message[0] == "ready":
-                    ready.add(message[1])
-
-    def _drive(self) -> float:
-        self.go.set()
-        t0 = time.monotonic()
-        second = 1
-        while not all(worker.done for worker in self.workers):
-            elapsed = time.monotonic() - t0
-            self._messages(STOP_POLL)
-            if self.failure is not None:
-                self._halt("error")
-            elif self.stop_event is not None and self.stop_event.is_set():
-                self._halt("stop_event")
-            elif elapsed >= self.deadline:
-                self._halt("max_duration")
-            if elapsed >= self.deadline + WORKER_EXIT_TIMEOUT:
-                logger.error("load workers did not finish; terminating them")
-                break
-            if all(worker.done for worker in self.workers):
-                break
-            reported = all(w.done or w.seconds >= second for w in self.workers)
-            if reported or time.monotonic() >= t0 + second + REPORT_WAIT:
-                self._second(time.monotonic() - t0)
-                second = max(second + 1, int(time.monotonic() - t0))
-        return time.monotonic() - t0
-
-    def _halt(self, reason: str) -> None:
-        if self.stopped_by is None:
-            self.stopped_by = reason
-        self.stop.set()
-
-    def _second(self, elapsed: float) -> None:
-        totals = self._sum_totals()
-        self.registry.add("vus", float(totals.vus))
-        self.registry.add("vus_max", float(max(totals.vus_max, self.planned)))
-        self.registry.tick(elapsed)
-        if self.load.thresholds.check_abort(self.registry, elapsed) is not None:
-            self._halt("threshold")
-        if self.on_progress is not None:
-            requests, failed = _request_totals(self.registry)
-            totals.iterations = int(self.registry.stats("iterations")["count"])
-            totals.dropped = int(self.registry.stats("dropped_iterations")["count"])
-            totals.http_reqs = requests
-            totals.errors += failed
-            try:
-                self.on_progress(self.meter.report(elapsed, totals))
-            except Exception:  # a progress callback must not end the test
-                logger.exception("load progress callback failed")
-
-    def _sum_totals(self) -> Totals:
-        totals = Totals()
-        for worker in self.workers:
-            totals.add(worker.totals)
-        totals.errors = sum(worker.errors for worker in self.workers)
-        return totals
-
-    def _messages(self, timeout: float) -> list:
-        open_ends = [w.connection for w in self.workers if not w.done]
-        received = []
-        for connection in wait_for_messages(open_ends, timeout):
-            worker = next(w for w in self.workers if w.connection is connection)
-            try:
-                message = connection.recv()
-            except (EOFError, OSError):
-                worker.done = True
-                if worker.final is None and self.failure is None:
-                    self.failure = f"worker {worker.index} exited without a result"
-                continue
-            received.append(message)
-            self._handle(worker, message)
-        return received
-
-    def _handle(self, worker: _Worker, message: tuple) -> None:
-        kind = message[0]
-        if kind == "second":
-            _, _, worker.seconds, worker.totals, worker.errors, delta = message
-            self.registry.merge(delta)
-        elif kind == "done":
-            _, _, final = message
-            self.registry.merge(final.pop("delta"))
-            worker.final, worker.done = final, True
-            worker.totals, worker.errors = final["totals"], final["errors"]
-        elif kind == "error":
-            worker.done = True
-            self.failure = message[2]
-
-    def _reap(self) -> None:
-        """Stop the workers; wait for their exit in the background once all reported."""
-        self.stop.set()
-        self.go.set()
-        for worker in self.workers:
-            worker.connection.close()
-        processes = [worker.process for worker in self.workers]
-        if all(worker.final is not None for worker in self.workers):
-            threading.Thread(target=_join, args=(processes,), daemon=True).start()
-        else:
-            _join(processes)
-
-    def _collect(self, duration: float) -> LoadResult:
-        captures: dict[str, dict[str, list]] = {
-            name: {} for name in self.load.scenarios
-        }
-        outcomes: dict[str, Outcome] = {}
-        worst_lag = 0.0
-        for worker in self.workers:
-            final = worker.final or {}
-            for scenario, values in final.get("captures", {}).items():
-                merge_captures(captures[scenario], values, scenario)
-            for name, data in final.get("outcomes", {}).items():
-                outcome = Outcome(**data)
-                if name in outcomes:
-                    outcomes[name].merge(outcome)
-                else:
-                    outcomes[name] = outcome
-            worst_lag = max(worst_lag, final.get("worst_lag_ms", 0.0))
-        for name, scenario in self.load.scenarios.items():
-            outcomes.setdefault(name, Outcome(name, scenario.config.executor))
-        totals = self._sum_totals()
-        self.registry.add("vus", float(totals.vus))
-        self.registry.add("vus_max", float(max(totals.vus_max, self.planned)))
-        self.registry.tick(duration)
-        return _result(
-            self.load,
-            duration,
-            captures,
-            {name: outcome.to_dict() for name, outcome in outcomes.items()},
-            self.stopped_by,
-            _lag_warnings(worst_lag),
-        )
-
-
-def _join(processes: list) -> None:
-    """Wait for worker processes to exit; kill the ones that do not."""
-    for process in processes:
-        process.join(WORKER_EXIT_TIMEOUT)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
-
-
-def worker_main(
-    raw: dict,
-    index: int,
-    count: int,
-    sender: Any,
-    stop: Any,
-    go: Any,
-    deadline: float = float("inf"),
-) -> None:
-    """Entry point of one worker process: run stripe `index` of `count`."""
-    try:
-        load = parse_spec(raw)
-        sender.send(("ready", index))
-        if not go.wait(WORKER_START_TIMEOUT + WORKER_EXIT_TIMEOUT) or stop.is_set():
-            sender.send(("done", index, _empty_final(load)))
-            return
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            segment = Segment(index, count)
-            final = runner.run(_work(load, segment, sender, stop, deadline))
-        sender.send(("done", index, final))
-    except BaseException:  # noqa: BLE001 - the parent reports it
-        sender.send(("error", index, traceback.format_exc()))
-    finally:
-        sender.close()
-
-
-def _empty_final(load: LoadSpec) -> dict:
-    return {
-        "delta": load.registry.snapshot(reset=True),
-        "totals": Totals(),
-        "errors": 0,
-        "captures": {},
-        "outcomes": {},
-        "worst_lag_ms": 0.0,
-    }
-
-
-async def _work(
-    load: LoadSpec, segment: Segment, sender: Any, stop: Any, deadline: float
-) -> dict:
-    local = LocalRun(load, segment, deadline, external_stop=stop.is_set)
-    registry = load.registry
-
-    def totals() -> Totals:
-        state = local.state
-        return Totals(
-            vus=state.active_vus,
-            vus_max=max(state.max_vus, state.active_vus),
-            lag_p95_ms=local.lag.p95_ms(),
-            lag_sustained_ms=local.lag.sustained_p95_ms,
-        )
-
-    def on_second(elapsed: float) -> None:
-        delta = registry.snapshot(reset=True)
-        second = round(elapsed)
-        sender.send(("second", segment.index, second, totals(), local.errors(), delta))
-
-    await local.run(on_second)
-    local.lag.close_second()
-    return {
-        "delta": registry.snapshot(reset=True),
-        "totals": totals(),
-        "errors": local.errors(),
-        "captures": local.captures,
-        "outcomes": {name: o.to_dict() for name, o in local.outcomes.items()},
-        "worst_lag_ms": local.lag.worst_p95_ms,
-    }

@@ -44,7 +44,7 @@ from chaospika.load.template import (
 )
 from chaospika.load.units import parse_duration
 from chaospika.load.vu import VU, http_tags, record_http, record_response
-from chaospika.load.ws import WsPlan, run_ws_plan
+from chaospika.load.ws_plan import WsPlan, run_ws_plan
 
 __all__ = [
     "DEFAULT_TIMEOUT",

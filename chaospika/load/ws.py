@@ -9,9 +9,9 @@ Pings are answered, fragmented messages reassembled, the close handshake honoure
 `WsSession` records k6's ws_* metrics (ws_sessions, ws_connecting,
 ws_msgs_sent, ws_msgs_received, ws_session_duration, data_sent/received) and
 ws_msg_latency: receive time minus the sender's timestamp (ms since the epoch)
-found in the received JSON message under `latency_field`. `run_ws_plan` runs a
-compiled `ws` step: connect, join, send N messages every T, expect M messages,
-hold the session open, reconnect when the server drops it.
+found in the received JSON message under `latency_field`. A session is read
+either with `recv()` (the `exec` API) or by `listen(callback)`, which hands each
+message to a plain callback as it arrives (ws_plan.py: no future per message).
 """
 
 import asyncio
@@ -24,6 +24,7 @@ import ssl
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -41,7 +42,7 @@ except ImportError:  # pragma: no cover - websockets ships the C speedups
         )
 
 
-__all__ = ["WsClosed", "WsError", "WsPlan", "WsSession", "run_ws_plan"]
+__all__ = ["WsClosed", "WsError", "WsSession"]
 
 logger = logging.getLogger("chaostoolkit")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -107,6 +108,7 @@ class _WsProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.upgraded = False
         self.messages: deque = deque()
+        self.on_message: Callable[[Any], None] | None = None
         self.waiter: asyncio.Future | None = None
         self.fragments: list[bytes] = []
         self.fragment_opcode = 0
@@ -233,6 +235,9 @@ class _WsProtocol(asyncio.Protocol):
             message = payload.decode() if opcode == _TEXT else payload
         except UnicodeDecodeError:
             self._protocol_error(1007, "invalid UTF-8 in a text message")
+            return
+        if self.on_message is not None:
+            self.on_message(message)
             return
         waiter = self.waiter
         if waiter is not None:
@@ -397,12 +402,21 @@ class WsSession:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def send(self, message: Any) -> None:
+    @property
+    def ended(self) -> asyncio.Future:
+        """A future that is done once the connection closed or is closing."""
+        return self._protocol.close_received  # type: ignore[union-attr]
+
+    def send_nowait(self, message: Any) -> None:
         """Send text, bytes, or a JSON value (dicts and lists are encoded)."""
         if not isinstance(message, (str, bytes)):
             message = json.dumps(message, separators=(",", ":"))
         self._protocol.send(message)  # type: ignore[union-attr]
         self._add("ws_msgs_sent", 1, self.tags)
+
+    async def send(self, message: Any) -> None:
+        """Send text, bytes, or a JSON value (dicts and lists are encoded)."""
+        self.send_nowait(message)
 
     async def recv(self, timeout: float | None = None) -> Any:
         """Receive one message (str or bytes); raises WsClosed once closed."""
@@ -412,14 +426,33 @@ class WsSession:
                 message = await message
             else:
                 message = await asyncio.wait_for(message, timeout)
-        add = self._add
-        add("ws_msgs_received", 1, self.tags)
+        self._received(message)
+        return message
+
+    def listen(self, callback: Callable[[Any], None]) -> None:
+        """Hand every message, queued ones first, to `callback` instead of `recv()`."""
+        protocol: _WsProtocol = self._protocol  # type: ignore[assignment]
+        received = self._received
+
+        def deliver(message: Any) -> None:
+            received(message)
+            callback(message)
+
+        while protocol.messages:
+            deliver(protocol.messages.popleft())
+        protocol.on_message = deliver
+        if protocol.paused:
+            protocol.paused = False
+            protocol.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _received(self, message: Any) -> None:
+        """Record one received message (and its latency when a field is set)."""
+        self._add("ws_msgs_received", 1, self.tags)
         field = self.latency_field
         if field is not None:
             latency = _latency_ms(message, field)
             if latency is not None:
-                add("ws_msg_latency", latency, self.tags)
-        return message
+                self._add("ws_msg_latency", latency, self.tags)
 
     async def close(self) -> None:
         """Close (with the closing handshake) and record duration and bytes."""
@@ -454,157 +487,3 @@ def _latency_ms(message: Any, field: str) -> float | None:
     if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)):
         return None
     return time.time() * 1000 - sent_at
-
-
-class WsPlan:
-    """A validated `ws` step (see steps.py): templates are compiled already."""
-
-    def __init__(
-        self,
-        name: str,
-        url: Any,
-        headers: dict[str, Any],
-        join: Any = None,
-        every: float = 1.0,
-        count: int = 0,
-        message: Any = None,
-        expect_count: int = 0,
-        expect_timeout: float = 0.0,
-        latency_field: str | None = None,
-        hold: float = 0.0,
-        reconnects: int = 0,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        self.name = name
-        self.url = url
-        self.headers = headers
-        self.join = join
-        self.every = every
-        self.count = count
-        self.message = message
-        self.expect_count = expect_count
-        self.expect_timeout = expect_timeout
-        self.latency_field = latency_field
-        self.hold = hold
-        self.reconnects = reconnects
-        self.connect_timeout = connect_timeout
-
-
-class _Progress:
-    """What one run of a plan has done so far, across reconnects."""
-
-    def __init__(self, expect_count: int) -> None:
-        self.sent = 0
-        self.received = 0
-        self.expect_count = expect_count
-        self.expected = asyncio.Event()
-        if expect_count <= 0:
-            self.expected.set()
-
-
-async def run_ws_plan(vu: Any, plan: WsPlan, group: str | None = None) -> None:
-    """Run one `ws` step for `vu`; failures become checks, never exceptions."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    progress = _Progress(plan.expect_count)
-    for attempt in range(plan.reconnects + 1):
-        if attempt:
-            await asyncio.sleep(min(1.0, 0.1 * attempt))
-        session = vu.ws(
-            plan.url.render(vu),
-            {k: t.render(vu) for k, t in plan.headers.items()} or None,
-            plan.latency_field,
-            plan.name,
-        )
-        try:
-            await session.open(plan.connect_timeout)
-        except (OSError, TimeoutError, WsError) as error:
-            logger.debug("ws %s: connect failed: %s", plan.name, error)
-            vu.check(f"{plan.name}: connected", False, group)
-            continue
-        vu.check(f"{plan.name}: connected", True, group)
-        try:
-            lost = await _run_session(vu, plan, session, progress, start)
-        except BaseException:
-            session.abort()  # a stop (or a template error) skips the handshake
-            raise
-        await session.close()
-        if not lost:
-            break
-    if plan.expect_count:
-        vu.check(
-            f"{plan.name}: received {plan.expect_count} messages",
-            progress.received >= plan.expect_count,
-            group,
-        )
-
-
-async def _run_session(
-    vu: Any, plan: WsPlan, session: WsSession, progress: _Progress, start: float
-) -> bool:
-    """Drive one connection; True when the server dropped it before the end."""
-    loop = asyncio.get_running_loop()
-    try:
-        if plan.join is not None:
-            await session.send(plan.join.render(vu))
-    except WsClosed:
-        return True
-    receiver = asyncio.ensure_future(_receive(session, progress))
-    waits = []
-    try:
-        if progress.sent < plan.count:
-            sender = asyncio.ensure_future(_send(vu, plan, session, progress))
-            waits.append(sender)
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if sender.done() and sender.exception() is not None:
-                raise sender.exception()  # e.g. a TemplateError rendering the message
-            if receiver.done():
-                return True
-        remaining = start + plan.hold - loop.time()
-        if remaining > 0:
-            await asyncio.wait({receiver}, timeout=remaining)
-            if receiver.done():
-                return True
-        remaining = start + plan.expect_timeout - loop.time()
-        if not progress.expected.is_set() and remaining > 0:
-            expected = asyncio.ensure_future(progress.expected.wait())
-            waits.append(expected)
-            await asyncio.wait(
-                {receiver, expected},
-                timeout=remaining,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if receiver.done() and not progress.expected.is_set():
-                return True
-        return False
-    finally:
-        for task in (receiver, *waits):
-            task.cancel()
-
-
-async def _receive(session: WsSession, progress: _Progress) -> None:
-    try:
-        while True:
-            await session.recv()
-            progress.received += 1
-            if progress.received == progress.expect_count:
-                progress.expected.set()
-    except WsClosed:
-        return
-
-
-async def _send(vu: Any, plan: WsPlan, session: WsSession, progress: _Progress) -> None:
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    sent_here = 0
-    message = plan.message
-    while progress.sent < plan.count:
-        delay = began + sent_here * plan.every - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        try:
-            await session.send(message.render(vu))
-        except WsClosed:
-            return
-        progress.sent += 1
-        sent_here += 1

@@ -208,16 +208,7 @@ def pause_process(
 
     Safe to call twice. A process that is not running is not an error.
     """
-    target = _pidfile.locate(pidfile, pid, missing_ok=False)
-    if not target.alive:
-        return {"pid": target.pid, "paused": False, "reason": target.reason}
-    was_paused = _pidfile.proc_state(target.pid) in ("T", "t")
-    gone = _pidfile.send_signal(target, _pidfile.parse_signal("SIGSTOP"))
-    if gone:
-        return {"pid": target.pid, "paused": False, "reason": gone}
-    paused = _pidfile.wait_for_state(target.pid, stopped=True)
-    logger.info("paused process %s", target.pid)
-    return {"pid": target.pid, "paused": paused, "was_paused": was_paused}
+    return _freeze_or_thaw(pidfile, pid, freeze=True)
 
 
 def resume_process(
@@ -230,13 +221,20 @@ def resume_process(
 
     A missing pidfile or a process that is gone is not an error for this undo.
     """
-    target = _pidfile.locate(pidfile, pid, missing_ok=True)
+    return _freeze_or_thaw(pidfile, pid, freeze=False)
+
+
+def _freeze_or_thaw(pidfile: str | None, pid: int | None, freeze: bool) -> dict:
+    """SIGSTOP (`freeze`) or SIGCONT the process; only the freeze needs it to exist."""
+    done = "paused" if freeze else "resumed"
+    target = _pidfile.locate(pidfile, pid, missing_ok=not freeze)
     if not target.alive:
-        return {"pid": target.pid, "resumed": False, "reason": target.reason}
+        return {"pid": target.pid, done: False, "reason": target.reason}
     was_paused = _pidfile.proc_state(target.pid) in ("T", "t")
-    gone = _pidfile.send_signal(target, _pidfile.parse_signal("SIGCONT"))
+    signal = _pidfile.parse_signal("SIGSTOP" if freeze else "SIGCONT")
+    gone = _pidfile.send_signal(target, signal)
     if gone:
-        return {"pid": target.pid, "resumed": False, "reason": gone}
-    resumed = _pidfile.wait_for_state(target.pid, stopped=False)
-    logger.info("resumed process %s", target.pid)
-    return {"pid": target.pid, "resumed": resumed, "was_paused": was_paused}
+        return {"pid": target.pid, done: False, "reason": gone}
+    changed = _pidfile.wait_for_state(target.pid, stopped=freeze)
+    logger.info("%s process %s", done, target.pid)
+    return {"pid": target.pid, done: changed, "was_paused": was_paused}

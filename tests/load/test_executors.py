@@ -18,7 +18,7 @@ from chaospika.load.executors import (
     Segment,
 )
 from chaospika.load.executors.base import WHOLE
-from chaospika.load.executors.options import Stage
+from chaospika.load.executors.options import IterationsOptions, Stage
 from chaospika.load.executors.ramping_arrival_rate import arrival_offsets
 from chaospika.load.executors.ramping_vus import graceful_steps, raw_steps
 
@@ -90,18 +90,16 @@ class Harness:
 def _build(kind, values):
     from chaospika.load.executors import constant_arrival_rate as car
     from chaospika.load.executors import constant_vus as cv
-    from chaospika.load.executors import per_vu_iterations as pvi
     from chaospika.load.executors import ramping_arrival_rate as rar
     from chaospika.load.executors import ramping_vus as rv
-    from chaospika.load.executors import shared_iterations as si
 
     classes = {
         "constant-vus": cv.ConstantVUsOptions,
         "ramping-vus": rv.RampingVUsOptions,
         "constant-arrival-rate": car.ConstantArrivalRateOptions,
         "ramping-arrival-rate": rar.RampingArrivalRateOptions,
-        "per-vu-iterations": pvi.PerVUIterationsOptions,
-        "shared-iterations": si.SharedIterationsOptions,
+        "per-vu-iterations": IterationsOptions,
+        "shared-iterations": IterationsOptions,
     }
     return classes[kind](**values)
 

@@ -224,6 +224,34 @@ def test_exec_api_session(loop):
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_listen_hands_over_queued_then_new_messages_and_records_them(loop):
+    async def scenario():
+        async with WsServer() as server:
+            registry = Registry()
+            vu = VU(1, "chat", registry, {}, {})
+            async with vu.ws(server.url) as session:
+                for n in range(3):
+                    await session.send(f"early {n}")
+                while len(server.received) < 3:  # the echoes are queued by now
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                got: list = []
+                session.listen(got.append)
+                assert got[:1] == ["early 0"]
+                await session.send("late")
+                while len(got) < 4:
+                    await asyncio.sleep(0.01)
+                ended_before_close = session.ended.done()
+            await vu.close()
+            return registry, got, ended_before_close, session.ended.done()
+
+    registry, got, ended_before, ended_after = run(scenario(), loop)
+    assert got == ["early 0", "early 1", "early 2", "late"]
+    assert stats(registry, "ws_msgs_received")["count"] == 4
+    assert ended_before is False and ended_after is True
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_protocol_fragments_lengths_ping_and_close_code(loop):
     async def scenario():
         async with WsServer(mode="protocol") as server:

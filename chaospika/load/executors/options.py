@@ -10,9 +10,11 @@ from chaospika.load.units import parse_duration
 
 __all__ = [
     "MIN_DURATION",
+    "IterationsOptions",
     "Stage",
     "option_duration",
     "option_int",
+    "option_iterations",
     "option_stages",
     "reject_unknown",
     "stages_end",
@@ -27,6 +29,15 @@ class Stage:
 
     duration: float
     target: int
+
+
+@dataclass(frozen=True)
+class IterationsOptions:
+    """Options of the iteration-count executors (per-vu- and shared-iterations)."""
+
+    vus: int
+    iterations: int
+    max_duration: float
 
 
 def reject_unknown(field: str, raw: dict, allowed: Iterable[str]) -> None:
@@ -118,3 +129,14 @@ def option_stages(field: str, raw: dict, key: str = "stages") -> list[Stage]:
 def stages_end(stages: Sequence[Stage]) -> float:
     """Sum of the stages' durations."""
     return sum(stage.duration for stage in stages)
+
+
+def option_iterations(field: str, raw: dict) -> IterationsOptions:
+    """`vus`, `iterations` and `maxDuration` (k6's defaults: 1, 1, 10m)."""
+    return IterationsOptions(
+        vus=option_int(field, raw, "vus", default=1, minimum=1),
+        iterations=option_int(field, raw, "iterations", default=1, minimum=1),
+        max_duration=option_duration(
+            field, raw, "maxDuration", default=600.0, minimum=MIN_DURATION
+        ),
+    )

@@ -1,7 +1,6 @@
 """per-vu-iterations: each VU runs a fixed number of iterations, within maxDuration."""
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from chaospika.load.executors.base import (
@@ -10,17 +9,10 @@ from chaospika.load.executors.base import (
     Segment,
     Steps,
 )
-from chaospika.load.executors.options import MIN_DURATION, option_duration, option_int
+from chaospika.load.executors.options import IterationsOptions, option_iterations
 from chaospika.load.summary import go_duration
 
-__all__ = ["PerVUIterations", "PerVUIterationsOptions"]
-
-
-@dataclass(frozen=True)
-class PerVUIterationsOptions:
-    vus: int
-    iterations: int
-    max_duration: float
+__all__ = ["PerVUIterations"]
 
 
 class PerVUIterations(Executor):
@@ -30,22 +22,16 @@ class PerVUIterations(Executor):
     option_keys = frozenset({"vus", "iterations", "maxDuration"})
 
     @classmethod
-    def parse_options(cls, field: str, raw: dict[str, Any]) -> PerVUIterationsOptions:
-        return PerVUIterationsOptions(
-            vus=option_int(field, raw, "vus", default=1, minimum=1),
-            iterations=option_int(field, raw, "iterations", default=1, minimum=1),
-            max_duration=option_duration(
-                field, raw, "maxDuration", default=600.0, minimum=MIN_DURATION
-            ),
-        )
+    def parse_options(cls, field: str, raw: dict[str, Any]) -> IterationsOptions:
+        return option_iterations(field, raw)
 
     @classmethod
-    def regular_duration(cls, options: PerVUIterationsOptions) -> float:
+    def regular_duration(cls, options: IterationsOptions) -> float:
         return options.max_duration
 
     @classmethod
     def requirements(
-        cls, options: PerVUIterationsOptions, graceful_stop: float, segment: Segment
+        cls, options: IterationsOptions, graceful_stop: float, segment: Segment
     ) -> Steps:
         end = options.max_duration + graceful_stop
         return [(0.0, segment.share(options.vus)), (end, 0)]

@@ -1,7 +1,6 @@
 """shared-iterations: VUs share a fixed total of iterations, within maxDuration."""
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from chaospika.load.errors import ScenarioError
@@ -11,17 +10,10 @@ from chaospika.load.executors.base import (
     Segment,
     Steps,
 )
-from chaospika.load.executors.options import MIN_DURATION, option_duration, option_int
+from chaospika.load.executors.options import IterationsOptions, option_iterations
 from chaospika.load.summary import go_duration
 
-__all__ = ["SharedIterations", "SharedIterationsOptions"]
-
-
-@dataclass(frozen=True)
-class SharedIterationsOptions:
-    vus: int
-    iterations: int
-    max_duration: float
+__all__ = ["SharedIterations"]
 
 
 class SharedIterations(Executor):
@@ -31,27 +23,23 @@ class SharedIterations(Executor):
     option_keys = frozenset({"vus", "iterations", "maxDuration"})
 
     @classmethod
-    def parse_options(cls, field: str, raw: dict[str, Any]) -> SharedIterationsOptions:
-        vus = option_int(field, raw, "vus", default=1, minimum=1)
-        iterations = option_int(field, raw, "iterations", default=1, minimum=1)
-        if iterations < vus:
+    def parse_options(cls, field: str, raw: dict[str, Any]) -> IterationsOptions:
+        options = option_iterations(field, raw)
+        if options.iterations < options.vus:
             raise ScenarioError(
                 f"{field}.iterations",
-                f"the number of iterations ({iterations}) can't be less than "
-                f"the number of VUs ({vus})",
+                f"the number of iterations ({options.iterations}) can't be less "
+                f"than the number of VUs ({options.vus})",
             )
-        max_duration = option_duration(
-            field, raw, "maxDuration", default=600.0, minimum=MIN_DURATION
-        )
-        return SharedIterationsOptions(vus, iterations, max_duration)
+        return options
 
     @classmethod
-    def regular_duration(cls, options: SharedIterationsOptions) -> float:
+    def regular_duration(cls, options: IterationsOptions) -> float:
         return options.max_duration
 
     @classmethod
     def requirements(
-        cls, options: SharedIterationsOptions, graceful_stop: float, segment: Segment
+        cls, options: IterationsOptions, graceful_stop: float, segment: Segment
     ) -> Steps:
         end = options.max_duration + graceful_stop
         return [(0.0, segment.share(options.vus)), (end, 0)]

@@ -150,7 +150,7 @@ function pikaLatency(message, field) {
   return typeof sentAt === 'number' ? Date.now() - sentAt : null;
 }
 
-// One `ws` step, timed like the pika engine's ws.run_ws_plan (times in ms).
+// One `ws` step, timed like the pika engine's ws_plan.run_ws_plan (times in ms).
 function pikaWs(plan) {
   const start = Date.now();
   const progress = { sent: 0, received: 0 };

@@ -46,11 +46,11 @@ from chaospika.load.progress import ProgressMeter
 from chaospika.load.runner import (
     LoadResult,
     ProgressCallback,
-    _deadline,
-    _dropped_warnings,
-    _fresh,
-    _scenarios_info,
-    _totals,
+    dropped_warnings,
+    fresh_spec,
+    progress_totals,
+    run_deadline,
+    scenarios_info,
 )
 from chaospika.load.scenario import LoadSpec
 from chaospika.load.thresholds import thresholds_passed
@@ -107,9 +107,9 @@ def run_k6(
 ) -> LoadResult:
     """Run `spec` on k6 to its end (blocks); the result has the pika engine's shape."""
     reject_exec(spec.raw if isinstance(spec, LoadSpec) else spec)
-    load = _fresh(spec)
+    load = fresh_spec(spec)
     script = translate(load)
-    deadline = _deadline(load, max_duration)
+    deadline = run_deadline(load, max_duration)
     binary = find_k6()
     with tempfile.TemporaryDirectory(prefix="pika-k6-") as folder:
         return _K6Run(load, script, binary, Path(folder), deadline).run(
@@ -249,7 +249,7 @@ class _K6Run:
             return
         vus = int(registry.stats("vus")["value"])
         vus_max = int(registry.stats("vus_max")["value"])
-        totals = _totals(registry, vus, vus_max, 0, 0.0)
+        totals = progress_totals(registry, vus, vus_max, 0, 0.0)
         try:
             on_progress(self.meter.report(elapsed, totals))
         except Exception:  # a progress callback must not end the test
@@ -287,7 +287,7 @@ class _K6Run:
         )
         for message in template_warnings:
             logger.warning("load iteration stopped: %s", message)
-        info = _scenarios_info(self.load, self._outcomes(feed, duration))
+        info = scenarios_info(self.load, self._outcomes(feed, duration))
         warnings = self._warnings(logs, missing, info, duration, feed)
         stdout = (self.folder / "stdout.txt").read_text(errors="replace")
         return LoadResult(
@@ -342,5 +342,5 @@ class _K6Run:
             f"threshold {key}: not in k6's summary export, judged on k6's samples"
             for key in missing
         ]
-        warnings += _dropped_warnings(info)
+        warnings += dropped_warnings(info)
         return warnings
