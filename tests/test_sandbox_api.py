@@ -260,7 +260,9 @@ def test_oversell_bug_really_oversells_under_concurrency(start_api, redis_url):
 
     accepted = sum(1 for status, _ in results if status == 202)
     assert accepted > 20
-    assert int(client.get("stock:p1")) == 20 - accepted < 0
+    # overlapping orders wrote back the same value: the counter never goes below
+    # zero, the decrements were lost instead
+    assert int(client.get("stock:p1")) >= 0
     assert client.xlen("orders:stream") == accepted
     client.close()
 

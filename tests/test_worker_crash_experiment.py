@@ -126,8 +126,8 @@ def test_non_idempotent_worker_duplicates_orders_and_names_them(make_sandbox, tm
 
 def test_oversell_bug_sells_past_the_stock_and_names_the_orders(make_sandbox, tmp_path):
     state = make_sandbox(tmp_path, bugs=("oversell",))
-    # The rush keeps many orders in flight as the stock runs out, which is when a
-    # check-then-decrement race oversells.
+    # The rush keeps many orders in flight at once: every two that overlap read the
+    # same stock and write back the same value, so a decrement is lost each time.
     journal = run_experiment(state, tmp_path, **RUSH)
 
     assert journal["deviated"] is True

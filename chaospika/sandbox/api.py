@@ -190,7 +190,12 @@ async def place_order_atomic(
 async def place_order_racy(
     request: web.Request, product_id: str, user_id: str, key: str
 ) -> tuple[str, str, str]:
-    """Seeded bug `oversell`: check and take the stock in separate round trips."""
+    """Seeded bug `oversell`: read the stock, check it, later write back one less.
+
+    A read-modify-write in separate round trips: two orders that overlap both
+    read the same stock and both write the same value, so one decrement is lost
+    and the sale accepts more orders than it had stock.
+    """
     client = request.app[REDIS_KEY]
     known = await client.get(schema.idem_key(key))
     if known:
@@ -202,7 +207,7 @@ async def place_order_racy(
         return "sold_out", "", ""
     order_id = uuid.uuid4().hex
     await client.set(schema.idem_key(key), order_id, ex=schema.IDEM_TTL_SECONDS)
-    await client.decr(schema.stock_key(product_id))
+    await client.set(schema.stock_key(product_id), int(stock) - 1)
     stream_id = await client.xadd(
         schema.STREAM,
         {

@@ -332,5 +332,5 @@ def test_a_cancelled_session_is_dropped_at_once():
             return registry, time.monotonic() - started
 
     registry, elapsed = run(scenario())
-    assert elapsed < 0.1
+    assert elapsed < 0.3  # at once, with slack for a loaded CI machine
     assert stats(registry, "ws_session_duration")["count"] == 1
