@@ -13,7 +13,13 @@ from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
 from chaospika.load import control
 from chaospika.load.actions import run_load, stop_load
-from chaospika.load.probes import captured, load_failures, metric, thresholds_passed
+from chaospika.load.probes import (
+    captured,
+    load_failures,
+    metric,
+    thresholds_passed,
+    time_series,
+)
 
 
 def order_spec(api: str, product: str, vus: int = 4, duration: str = "1s") -> dict:
@@ -67,6 +73,26 @@ def test_run_load_captures_every_acknowledged_order(api):
     assert metric("orders", "http_req_duration{scenario:orders}", "p(95)") < 1000
     failures = load_failures("orders")
     assert failures["failed"] == 0 and failures["ratio"] == 1.0
+
+
+def test_time_series_has_a_point_per_second_that_adds_up(api):
+    summary = run_load(spec=order_spec(api, "p1", duration="2s"), name="series")
+
+    requests_per_second = time_series("series", "http_reqs")
+    assert len(requests_per_second) >= 2
+    assert [p["t"] for p in requests_per_second] == sorted(
+        p["t"] for p in requests_per_second
+    )
+    total = summary["metrics"]["http_reqs"]["count"]
+    assert sum(p["count"] for p in requests_per_second) == total
+    durations = time_series("series", "http_req_duration{scenario:orders}")
+    assert sum(p["count"] for p in durations) == total
+    assert all(0 < p["p(95)"] <= p["max"] for p in durations)
+    assert all(p["rate"] == 0 for p in time_series("series", "http_req_failed"))
+    with pytest.raises(ActivityFailed, match="argument 'metric'.*no metric"):
+        time_series("series", "nope")
+    with pytest.raises(ActivityFailed, match="argument 'metric'.*not tracked"):
+        time_series("series", "http_reqs{status:500}")
 
 
 def test_a_background_load_answers_probes_live_and_stops_on_request(api):

@@ -6,10 +6,10 @@ from chaoslib.types import Configuration, Secrets
 from chaospika import _records
 from chaospika._validate import require_text
 from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import parse_selector
+from chaospika.load.metrics import Registry, parse_selector
 from chaospika.load.session import RECORD_KIND, LoadSession, get_session
 
-__all__ = ["captured", "load_failures", "metric", "thresholds_passed"]
+__all__ = ["captured", "load_failures", "metric", "thresholds_passed", "time_series"]
 
 
 def _session(name: str) -> LoadSession:
@@ -17,6 +17,28 @@ def _session(name: str) -> LoadSession:
     if session is None:
         raise ActivityFailed(f"argument 'name': no load named {name!r} has started")
     return session
+
+
+def _selector(metric: str) -> str:
+    """`metric` checked as a metric name or a `name{tag:value}` selector."""
+    metric = require_text("metric", metric)
+    try:
+        parse_selector("metric", metric)
+    except ScenarioError as error:
+        raise ActivityFailed(f"argument 'metric': {error.message}") from error
+    return metric
+
+
+def _require_tracked(registry: Registry, metric: str) -> None:
+    """Fail, naming the argument, when the registry does not track `metric`."""
+    if metric in registry:
+        return
+    if "{" in metric:
+        raise ActivityFailed(
+            f"argument 'metric': the sub-metric {metric} is not tracked; "
+            "name it in a threshold of the spec so it is kept from the start"
+        )
+    raise ActivityFailed(f"argument 'metric': no metric named {metric!r}")
 
 
 def thresholds_passed(
@@ -39,22 +61,12 @@ def metric(
     `metric` may select a sub-metric by tags: `http_req_duration{scenario:orders}`.
     """
     session = _session(name)
-    metric = require_text("metric", metric)
+    metric = _selector(metric)
     stat = require_text("stat", stat)
-    try:
-        _, tags = parse_selector("metric", metric)
-    except ScenarioError as error:
-        raise ActivityFailed(f"argument 'metric': {error.message}") from error
 
     def read(load):
         registry = load.registry
-        if metric not in registry:
-            if tags:
-                raise ActivityFailed(
-                    f"argument 'metric': the sub-metric {metric} is not tracked; "
-                    "name it in a threshold of the spec so it is kept from the start"
-                )
-            raise ActivityFailed(f"argument 'metric': no metric named {metric!r}")
+        _require_tracked(registry, metric)
         try:
             stats = registry.stats(metric, trend_stats=[stat])
         except ScenarioError as error:
@@ -64,6 +76,29 @@ def metric(
                 f"argument 'stat': {metric} has {', '.join(stats)}, not {stat!r}"
             )
         return stats[stat]
+
+    return session.ask(read)
+
+
+def time_series(
+    name: str = "load",
+    metric: str = "http_reqs",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> list:
+    """The per-second points of one metric of the load `name` (live while it runs).
+
+    Each point has `t` (seconds since the start) and that second's aggregates:
+    `count` and `rate` for a counter, `passes`, `total` and `rate` for a rate,
+    `value` for a gauge, `count`, `avg`, `p(95)` and `max` for a trend. A second
+    with no sample has no point. `metric` may be a sub-metric tracked by a threshold.
+    """
+    session = _session(name)
+    metric = _selector(metric)
+
+    def read(load):
+        _require_tracked(load.registry, metric)
+        return [dict(point) for point in load.registry.series.get(metric, [])]
 
     return session.ask(read)
 

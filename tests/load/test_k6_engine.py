@@ -568,6 +568,8 @@ def test_session_runs_engine_k6_and_probes_read_k6():
     failures = probes.load_failures("k6-session")
     assert failures["requests"] == 6 and failures["failed"] == 6
     assert probes.thresholds_passed("k6-session") is True
+    series = probes.time_series("k6-session", "http_reqs")
+    assert series and sum(point["count"] for point in series) == 6
     assert os.environ.get("K6_NO_USAGE_REPORT") is None  # set for k6 only
 
 
