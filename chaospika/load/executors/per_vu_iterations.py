@@ -3,48 +3,16 @@
 import asyncio
 from typing import Any
 
-from chaospika.load.executors.base import (
-    Executor,
-    ScenarioConfig,
-    Segment,
-    Steps,
-)
-from chaospika.load.executors.options import IterationsOptions, option_iterations
-from chaospika.load.summary import go_duration
+from chaospika.load.executors.iterations import IterationsExecutor
 
 __all__ = ["PerVUIterations"]
 
 
-class PerVUIterations(Executor):
+class PerVUIterations(IterationsExecutor):
     """Each of `vus` VUs runs `iterations` iterations; unstarted ones are dropped."""
 
     kind = "per-vu-iterations"
-    option_keys = frozenset({"vus", "iterations", "maxDuration"})
-
-    @classmethod
-    def parse_options(cls, field: str, raw: dict[str, Any]) -> IterationsOptions:
-        return option_iterations(field, raw)
-
-    @classmethod
-    def regular_duration(cls, options: IterationsOptions) -> float:
-        return options.max_duration
-
-    @classmethod
-    def requirements(
-        cls, options: IterationsOptions, graceful_stop: float, segment: Segment
-    ) -> Steps:
-        end = options.max_duration + graceful_stop
-        return [(0.0, segment.share(options.vus)), (end, 0)]
-
-    @classmethod
-    def describe(cls, config: ScenarioConfig) -> str:
-        options = config.options
-        return (
-            f"{options.iterations} iterations for each of {options.vus} VUs"
-            + cls._base_info(
-                config, f"maxDuration: {go_duration(options.max_duration)}"
-            )
-        )
+    sharing = "for each of"
 
     async def _execute(self) -> None:
         options = self.options

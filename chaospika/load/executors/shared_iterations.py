@@ -4,27 +4,21 @@ import asyncio
 from typing import Any
 
 from chaospika.load.errors import ScenarioError
-from chaospika.load.executors.base import (
-    Executor,
-    ScenarioConfig,
-    Segment,
-    Steps,
-)
-from chaospika.load.executors.options import IterationsOptions, option_iterations
-from chaospika.load.summary import go_duration
+from chaospika.load.executors.iterations import IterationsExecutor
+from chaospika.load.executors.options import IterationsOptions
 
 __all__ = ["SharedIterations"]
 
 
-class SharedIterations(Executor):
+class SharedIterations(IterationsExecutor):
     """`vus` VUs take iterations from one shared pool of `iterations`."""
 
     kind = "shared-iterations"
-    option_keys = frozenset({"vus", "iterations", "maxDuration"})
+    sharing = "shared among"
 
     @classmethod
     def parse_options(cls, field: str, raw: dict[str, Any]) -> IterationsOptions:
-        options = option_iterations(field, raw)
+        options = super().parse_options(field, raw)
         if options.iterations < options.vus:
             raise ScenarioError(
                 f"{field}.iterations",
@@ -32,27 +26,6 @@ class SharedIterations(Executor):
                 f"than the number of VUs ({options.vus})",
             )
         return options
-
-    @classmethod
-    def regular_duration(cls, options: IterationsOptions) -> float:
-        return options.max_duration
-
-    @classmethod
-    def requirements(
-        cls, options: IterationsOptions, graceful_stop: float, segment: Segment
-    ) -> Steps:
-        end = options.max_duration + graceful_stop
-        return [(0.0, segment.share(options.vus)), (end, 0)]
-
-    @classmethod
-    def describe(cls, config: ScenarioConfig) -> str:
-        options = config.options
-        return (
-            f"{options.iterations} iterations shared among {options.vus} VUs"
-            + cls._base_info(
-                config, f"maxDuration: {go_duration(options.max_duration)}"
-            )
-        )
 
     async def _execute(self) -> None:
         options = self.options
