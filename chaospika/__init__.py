@@ -22,6 +22,7 @@ ACTIVITY_MODULES = {
         "chaospika.process.actions",
         "chaospika.redis.actions",
         "chaospika.load.actions",
+        "chaospika.http.actions",
     ],
     "probes": [
         "chaospika.process.probes",

@@ -10,6 +10,7 @@ from chaoslib.exceptions import ActivityFailed
 
 __all__ = [
     "require_choice",
+    "require_duration",
     "require_int",
     "require_number",
     "require_path",
@@ -64,6 +65,39 @@ def require_number(
     if maximum is not None and number > maximum:
         raise ActivityFailed(f"argument '{name}' must be <= {maximum:g}, got {value!r}")
     return number
+
+
+def require_duration(
+    name: str,
+    value: Any,
+    minimum: float = 0.0,
+    allow_equal: bool = True,
+    maximum: float | None = None,
+) -> float:
+    """Return `value` in seconds: a number of seconds or a string like "30s", "250ms"."""
+    from chaospika.load.errors import ScenarioError
+    from chaospika.load.units import parse_duration
+
+    seconds = None
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parse_duration(name, value)
+            except ScenarioError:
+                seconds = None
+    if seconds is None:
+        raise ActivityFailed(
+            f"argument '{name}' must be a duration: seconds or a string such as "
+            f"'30s', '250ms', '1m30s'; got {value!r}"
+        )
+    if seconds < minimum or (seconds == minimum and not allow_equal):
+        relation = ">=" if allow_equal else ">"
+        raise ActivityFailed(
+            f"argument '{name}' must be {relation} {minimum:g} s, got {value!r}"
+        )
+    return require_number(name, seconds, minimum, allow_equal, maximum)
 
 
 def require_int(

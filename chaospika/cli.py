@@ -1,4 +1,4 @@
-"""The ``chaospika`` command line: ``sandbox up|down|status|reset``, ``load run``.
+"""The ``chaospika`` command line: ``sandbox up|down|status|reset``, ``load run``, ``verdict``.
 
 Each command group is a function adding its sub-parser to COMMAND_GROUPS;
 every leaf parser sets ``handler`` (args -> exit code).
@@ -13,6 +13,7 @@ from types import ModuleType
 from chaospika import __version__
 from chaospika.load.cli import add_load_commands
 from chaospika.sandbox.bugs import KNOWN_BUGS, parse_bugs
+from chaospika.verdict.cli import add_verdict_commands
 
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
@@ -81,7 +82,7 @@ def _print_summary(state: dict) -> None:
     print(f"  WS      {state['ws_url']}")
     print(f"  Redis   {state['redis_url']}   ({redis_kind})")
     print(f"  DB      {state['db_url']}")
-    print(f"  worker  consumer {state['consumer']} of group inventory")
+    print("  worker  consumer worker-<pid> of group inventory")
     print(f"  bugs    {', '.join(state['bugs']) or 'none'}")
     print(f"  pidfiles {' '.join(pidfiles)}")
     print(f"  logs    {' '.join(logs)}")
@@ -99,14 +100,25 @@ def sandbox_up(manager: ModuleType, args: argparse.Namespace) -> int:
         work_ms=args.work_ms,
         batch=args.batch,
         timeout=args.timeout,
+        reset=args.reset,
     )
+    running_bugs = tuple(state.get("bugs") or ())
+    if (state["already_running"] or state["restarted"]) and running_bugs != args.bugs:
+        print(
+            f"error: the sandbox in {state['dir']} already runs with bugs "
+            f"{', '.join(running_bugs) or 'none'}, not {', '.join(args.bugs) or 'none'}; "
+            f"stop it first: chaospika sandbox down --dir {state['dir']}",
+            file=sys.stderr,
+        )
+        return 1
     if state["already_running"]:
         print(f"sandbox already running at {state['api_url']} (dir {state['dir']})")
         return 0
     if state["restarted"]:
         print(f"sandbox was partly running: restarted {', '.join(state['restarted'])}")
     else:
-        print(f"sandbox up in {state['dir']}")
+        wiped = " (wiped the data an earlier sandbox left)" if state["wiped"] else ""
+        print(f"sandbox up in {state['dir']}{wiped}")
     _print_summary(state)
     return 0
 
@@ -169,6 +181,11 @@ def add_sandbox_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--work-ms", type=count_arg(0), default=5)
     up.add_argument("--batch", type=count_arg(1), default=20)
     up.add_argument("--timeout", type=count_arg(1), default=30)
+    up.add_argument(
+        "--reset",
+        action="store_true",
+        help="first delete the data an earlier sandbox left (its keys and tables)",
+    )
     up.set_defaults(handler=with_manager(sandbox_up))
 
     down = actions.add_parser("down", help="stop every process of the sandbox")
@@ -190,6 +207,7 @@ def add_sandbox_commands(commands: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_sandbox_commands,
     add_load_commands,
+    add_verdict_commands,
 ]
 
 

@@ -25,10 +25,12 @@ def _brief(output: Any) -> str:
             "violations",
             "ratio",
             "failed",
-            "seconds",
             "drained",
+            "drain_seconds",
+            "busy_ms",
             "backlog",
             "lost_count",
+            "stuck_count",
             "duplicate_count",
             "oversold_count",
             "acknowledged",
@@ -39,7 +41,7 @@ def _brief(output: Any) -> str:
             "pid",
         ]
         shown = {k: output[k] for k in keys if k in output}
-        for name in ("lost", "duplicates", "oversold"):
+        for name in ("lost", "stuck", "duplicates", "oversold"):
             if output.get(name):
                 shown[name] = output[name]
         return json.dumps(shown or output, default=str)[:400]

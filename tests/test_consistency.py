@@ -107,9 +107,61 @@ def test_probe_waits_for_a_backlog_then_reports_undrained(
     _seed(sqlite_url, redis_conn, stock_sql=5, stock_redis=5, orders=[])
     redis_conn.xgroup_create("orders:stream", "inventory", id="0", mkstream=True)
     redis_conn.xadd("orders:stream", {"order_id": "o9"})
-    result = stock_consistency(redis_url, sqlite_url, "p1", drain_timeout=0.5)
+    result = stock_consistency(redis_url, sqlite_url, "p1", timeout="500ms")
     assert result["drained"] is False and result["consistent"] is False
     assert result["violations"][0].startswith("queue not drained")
+    assert result["stuck"] == ["o9"] and result["lag_count"] == 1
+
+
+def test_stuck_orders_are_told_apart_from_lost_ones(redis_url, redis_conn, sqlite_url):
+    """Pending in the queue is stuck; acknowledged, in neither store, is lost."""
+    _seed(sqlite_url, redis_conn, stock_sql=4, stock_redis=1, orders=ORDERS[:1])
+    redis_conn.xgroup_create("orders:stream", "inventory", id="0", mkstream=True)
+    for order_id in ("o1", "o2", "o3"):
+        redis_conn.xadd("orders:stream", {"order_id": order_id})
+    delivered = redis_conn.xreadgroup("inventory", "dead", {"orders:stream": ">"})
+    first = delivered[0][1][0][0]
+    redis_conn.xack("orders:stream", "inventory", first)  # o1 done
+    redis_conn.xadd("orders:stream", {"order_id": "o4"})  # undelivered
+    acknowledged = ["o1", "o2", "o3", "o4", "o5"]
+    result = stock_consistency(
+        redis_url, sqlite_url, "p1", acknowledged_ids=acknowledged, timeout=0.3
+    )
+    assert result["stuck"] == ["o2", "o3", "o4"] and result["stuck_count"] == 3
+    assert result["lost"] == ["o5"]
+    assert result["pending_count"] == 2 and result["lag_count"] == 1
+    assert any("3 orders stuck" in v for v in result["violations"])
+
+
+def test_other_table_and_column_names_by_arguments(redis_url, redis_conn, sqlite_url):
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE inv (sku TEXT, qty INT)"))
+        conn.execute(text("CREATE TABLE purchases (ref TEXT, sku TEXT, seq INT)"))
+        conn.execute(text("INSERT INTO inv VALUES ('s1', 1)"))
+        conn.execute(text("INSERT INTO purchases VALUES ('a', 's1', 1), ('b', 's1', 2)"))
+    engine.dispose()
+    redis_conn.set("inventory/s1", 1)
+    result = stock_consistency(
+        redis_url,
+        sqlite_url,
+        "s1",
+        acknowledged_ids=["a", "b", "c"],
+        initial_stock=3,
+        stock_key="inventory/{product_id}",
+        products_table="inv",
+        orders_table="purchases",
+        columns={
+            "product_id": "sku",
+            "stock": "qty",
+            "initial_stock": None,
+            "order_id": "ref",
+            "order_product_id": "sku",
+            "sequence": "seq",
+        },
+    )
+    assert result["sql_stock"] == 1 and result["distinct_orders"] == 2
+    assert result["lost"] == ["c"] and result["consistent"] is False
 
 
 @pytest.mark.parametrize(
@@ -119,7 +171,12 @@ def test_probe_waits_for_a_backlog_then_reports_undrained(
         ({"db_url": "not a url"}, "db_url"),
         ({"product_id": ""}, "product_id"),
         ({"initial_stock": -1}, "initial_stock"),
-        ({"drain_timeout": -2}, "drain_timeout"),
+        ({"timeout": -2}, "timeout"),
+        ({"timeout": "soon"}, "timeout"),
+        ({"columns": {"order": "x"}}, "columns"),
+        ({"columns": {"order_id": ""}}, "columns.order_id"),
+        ({"columns": {"initial_stock": None}}, "initial_stock"),
+        ({"stock_key": "stock:{sku}"}, "stock_key"),
         ({"acknowledged_ids": "o1"}, "acknowledged_ids"),
     ],
 )

@@ -68,7 +68,7 @@ def server():
 
 
 def test_steady_service_is_fully_available(server):
-    result = availability(f"{server.base}/health", window=1.0, interval=0.1)
+    result = availability(f"{server.base}/health", duration=1.0, interval=0.1)
     assert result["ratio"] == 1.0 and result["failures"] == 0
     assert result["attempts"] == 11
     assert result["statuses"] == {"200": 11}
@@ -78,7 +78,7 @@ def test_steady_service_is_fully_available(server):
 
 def test_a_half_second_outage_is_measured(server):
     server.fail_until = time.monotonic() + 0.5
-    result = availability(f"{server.base}/health", window=2.0, interval=0.05)
+    result = availability(f"{server.base}/health", duration=2.0, interval=0.05)
 
     assert 0.4 <= result["longest_outage_seconds"] <= 0.7
     assert 0.6 <= result["ratio"] <= 0.85
@@ -89,7 +89,7 @@ def test_a_half_second_outage_is_measured(server):
 
 def test_nothing_listening_is_an_outage_for_the_whole_window():
     url = f"http://127.0.0.1:{free_port()}/health"
-    result = availability(url, window=0.5, interval=0.1)
+    result = availability(url, duration=0.5, interval=0.1)
     assert result["ratio"] == 0 and result["statuses"] == {"error": 6}
     assert 0.45 <= result["longest_outage_seconds"] <= 1.0
     assert result["p95_ms"] is None
@@ -97,18 +97,20 @@ def test_nothing_listening_is_an_outage_for_the_whole_window():
 
 def test_redirects_are_not_followed_and_expected_status_narrows(server):
     moved = f"{server.base}/moved"
-    assert availability(moved, window=0.2, interval=0.1)["statuses"] == {"302": 3}
-    strict = availability(moved, window=0.2, interval=0.1, expected_status=[200])
+    assert availability(moved, duration=0.2, interval=0.1)["statuses"] == {"302": 3}
+    strict = availability(moved, duration=0.2, interval=0.1, expected_status=[200])
     assert strict["ratio"] == 0
     head = availability(
-        f"{server.base}/health", window=0.1, interval=0.1, method="head"
+        f"{server.base}/health", duration=0.1, interval=0.1, method="head"
     )
     assert head["statuses"] == {"200": 2}
 
 
 def test_slow_answers_time_out_and_keep_the_window_bounded(server):
     began = time.monotonic()
-    result = availability(f"{server.base}/slow", window=0.5, interval=0.1, timeout=0.2)
+    result = availability(
+        f"{server.base}/slow", duration=0.5, interval=0.1, timeout=0.2
+    )
     assert time.monotonic() - began < 1.5
     assert result["statuses"] == {"error": result["attempts"]} and result["ratio"] == 0
     assert result["attempts"] <= 4
@@ -120,11 +122,11 @@ def test_slow_answers_time_out_and_keep_the_window_bounded(server):
         ({"url": "ftp://127.0.0.1/"}, "url"),
         ({"url": ""}, "url"),
         ({"url": None}, "url"),
-        ({"window": 0}, "window"),
-        ({"window": "long"}, "window"),
+        ({"duration": 0}, "duration"),
+        ({"duration": "long"}, "duration"),
         ({"interval": 0}, "interval"),
         ({"interval": -1}, "interval"),
-        ({"window": 3600, "interval": 0.001}, "interval"),
+        ({"duration": 3600, "interval": 0.001}, "interval"),
         ({"timeout": 0}, "timeout"),
         ({"expected_status": [200, 999]}, "expected_status"),
         ({"expected_status": "200"}, "expected_status"),

@@ -4,11 +4,12 @@ import threading
 import time
 
 import pytest
+import redis
 from chaoslib.exceptions import ActivityFailed
 
 from chaospika._ports import free_port
 from chaospika.redis import _streams
-from chaospika.redis.actions import wait_for_drain
+from chaospika.redis.actions import wait_for_busy_consumer, wait_for_drain
 from chaospika.redis.probes import (
     consumer_lag,
     pending_count,
@@ -97,19 +98,20 @@ def test_wait_for_drain_waits_for_acknowledgements(redis_url, redis_conn, worker
     result = wait_for_drain(redis_url, STREAM, GROUP, timeout=10, interval=0.05)
 
     assert result["drained"] is True and result["backlog_at_start"] == 50
-    assert 0.3 <= result["seconds"] < 5
+    assert 0.3 <= result["drain_seconds"] < 5
     assert queue_backlog(redis_url, STREAM, GROUP)["backlog"] == 0
-    again = wait_for_drain(redis_url, STREAM, GROUP, timeout=1)
-    assert again["seconds"] < 0.1 and again["backlog_at_start"] == 0
-    assert time_to_drain(redis_url, STREAM, GROUP) < 0.1
+    again = wait_for_drain(redis_url, STREAM, GROUP, timeout="1s")
+    assert again["drain_seconds"] < 0.1 and again["backlog_at_start"] == 0
+    assert time_to_drain(redis_url, STREAM, GROUP)["drain_seconds"] < 0.1
 
 
 def test_time_to_drain_measures_recovery(redis_url, redis_conn, worker):
     redis_conn.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     fill(redis_conn, 30)
     worker.start()
-    seconds = time_to_drain(redis_url, STREAM, GROUP, timeout=10, interval=0.05)
-    assert isinstance(seconds, float) and 0.15 <= seconds < 5
+    result = time_to_drain(redis_url, STREAM, GROUP, timeout=10, interval="50ms")
+    assert result["drained"] is True
+    assert 0.15 <= result["drain_seconds"] < 5 and result["backlog_at_start"] == 30
 
 
 def test_not_drained_within_timeout_reports_the_backlog_left(redis_url, redis_conn):
@@ -121,8 +123,48 @@ def test_not_drained_within_timeout_reports_the_backlog_left(redis_url, redis_co
     with pytest.raises(ActivityFailed, match=r"lag=5 pending=3 .*backlog at start 8"):
         wait_for_drain(redis_url, STREAM, GROUP, timeout=0.5, interval=0.1)
     assert 0.5 <= time.monotonic() - began < 2
-    with pytest.raises(ActivityFailed, match="not drained within 0 s"):
-        time_to_drain(redis_url, STREAM, GROUP, timeout=0)
+    report = time_to_drain(redis_url, STREAM, GROUP, timeout=0)
+    assert report["drained"] is False
+    assert (report["lag"], report["pending"], report["backlog"]) == (5, 3, 8)
+
+
+def test_busy_consumer_is_caught_early_in_its_batch(redis_url, redis_conn):
+    """A consumer that read a batch and works on it for 300 ms is caught at ~50 ms."""
+    redis_conn.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    fill(redis_conn, 100)
+    stop = threading.Event()
+
+    def batches() -> None:
+        conn = redis.Redis.from_url(redis_url, decode_responses=True)
+        for _ in range(20):
+            if stop.is_set():
+                break
+            reply = conn.xreadgroup(GROUP, "w", {STREAM: ">"}, count=5)
+            time.sleep(0.3)  # working on the batch
+            conn.xack(STREAM, GROUP, *[entry_id for entry_id, _ in reply[0][1]])
+        conn.close()
+
+    thread = threading.Thread(target=batches)
+    thread.start()
+    try:
+        found = wait_for_busy_consumer(
+            redis_url, STREAM, GROUP, busy_for="50ms", min_lag=10, timeout=5
+        )
+    finally:
+        stop.set()
+        thread.join(10)
+    assert found["consumer"] == "w" and found["pending"] == 5
+    assert 50 <= found["busy_ms"] < 250 and found["lag"] >= 10
+
+
+def test_an_idle_group_is_never_busy(redis_url, redis_conn):
+    redis_conn.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    fill(redis_conn, 5)
+    deliver(redis_conn, 5)  # read once, and nothing waits for the group after it
+    began = time.monotonic()
+    with pytest.raises(ActivityFailed, match="would hit an idle target"):
+        wait_for_busy_consumer(redis_url, STREAM, GROUP, timeout=0.5)
+    assert time.monotonic() - began < 2
 
 
 @pytest.mark.parametrize(
@@ -138,6 +180,9 @@ def test_not_drained_within_timeout_reports_the_backlog_left(redis_url, redis_co
         (lambda url: wait_for_drain(url, STREAM, GROUP, timeout=-1), "timeout"),
         (lambda url: wait_for_drain(url, STREAM, GROUP, interval=0), "interval"),
         (lambda url: time_to_drain(url, STREAM, GROUP, interval="x"), "interval"),
+        (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, busy_for=-1), "busy_for"),
+        (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, min_lag=0), "min_lag"),
+        (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, timeout=0), "timeout"),
         (lambda url: stream_length("http://127.0.0.1:1/", STREAM), "redis_url"),
         (lambda url: queue_backlog(None, STREAM, GROUP), "redis_url"),
     ],

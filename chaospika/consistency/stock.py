@@ -18,6 +18,7 @@ class StockFacts:
         sql_stock: int | None,
         orders: Sequence[tuple[str, str]],
         acknowledged: Iterable[str] | None,
+        stuck: Iterable[str] = (),
     ) -> None:
         self.product_id = product_id
         self.initial_stock = initial_stock
@@ -25,6 +26,7 @@ class StockFacts:
         self.sql_stock = sql_stock
         self.orders = sorted(orders, key=lambda row: _stream_order(row[1]))
         self.acknowledged = None if acknowledged is None else list(acknowledged)
+        self.stuck = list(dict.fromkeys(stuck))
 
 
 def _stream_order(stream_id: str) -> tuple[int, int]:
@@ -36,7 +38,11 @@ def _stream_order(stream_id: str) -> tuple[int, int]:
 
 
 def judge(facts: StockFacts, allow_unexpected: bool = False) -> dict[str, Any]:
-    """Compare the facts and name every lost, unexpected, duplicated and oversold order."""
+    """Name every lost, stuck, unexpected, duplicated and oversold order.
+
+    stuck: still owed by the queue (pending or undelivered) and not in SQL;
+    lost: acknowledged to a client, in neither SQL nor the queue.
+    """
     ids = [order_id for order_id, _ in facts.orders]
     counts = Counter(ids)
     duplicates = {order_id: n for order_id, n in counts.items() if n > 1}
@@ -79,10 +85,13 @@ def judge(facts: StockFacts, allow_unexpected: bool = False) -> dict[str, Any]:
         violations.append(f"{len(duplicates)} orders stored more than once")
     lost: list[str] = []
     unexpected: list[str] = []
+    stored = set(distinct)
+    stuck = [order_id for order_id in facts.stuck if order_id not in stored]
+    if stuck:
+        violations.append(f"{len(stuck)} orders stuck in the queue, not in SQL")
     if facts.acknowledged is not None:
-        stored = set(distinct)
         acknowledged = set(facts.acknowledged)
-        lost = sorted(acknowledged - stored)
+        lost = sorted(acknowledged - stored - set(stuck))
         unexpected = [order_id for order_id in distinct if order_id not in acknowledged]
         if lost:
             violations.append(f"{len(lost)} acknowledged orders missing from SQL")
@@ -102,6 +111,8 @@ def judge(facts: StockFacts, allow_unexpected: bool = False) -> dict[str, Any]:
         else len(set(facts.acknowledged)),
         "lost": lost,
         "lost_count": len(lost),
+        "stuck": stuck,
+        "stuck_count": len(stuck),
         "unexpected": unexpected,
         "unexpected_count": len(unexpected),
         "duplicates": duplicates,

@@ -5,53 +5,18 @@ import math
 import time
 import urllib.error
 import urllib.request
-from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaospika._validate import require_choice, require_int, require_number, require_url
+from chaospika._validate import require_choice, require_duration, require_url
+from chaospika.http._request import _expected, _headers, _opener
 
 __all__ = ["availability"]
 
 MAX_ATTEMPTS = 100_000
 BODY_LIMIT = 64 * 1024
 METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Report 3xx answers as they are instead of following them."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# Straight to the service: no proxy from the environment, no redirects followed.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def _expected(expected_status: Any) -> set[int] | None:
-    if expected_status is None:
-        return None
-    codes = [expected_status] if isinstance(expected_status, int) else expected_status
-    if not isinstance(codes, list) or not codes:
-        raise ActivityFailed(
-            "argument 'expected_status' must be a list of HTTP status codes, "
-            f"got {expected_status!r}"
-        )
-    return {require_int("expected_status", code, 100, 599) for code in codes}
-
-
-def _headers(headers: Any) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, dict) or not all(
-        isinstance(key, str) and key.strip() for key in headers
-    ):
-        raise ActivityFailed(
-            f"argument 'headers' must map header names to values, got {headers!r}"
-        )
-    return {key: str(value) for key, value in headers.items()}
 
 
 def _attempt(request: urllib.request.Request, timeout: float) -> int | None:
@@ -91,7 +56,7 @@ def _p95_ms(latencies: list[float]) -> float | None:
 
 def availability(
     url: str,
-    window: float = 2.0,
+    duration: float = 2.0,
     interval: float = 0.1,
     timeout: float = 1.0,
     expected_status: list = None,
@@ -100,19 +65,19 @@ def availability(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Sample `url` every `interval` seconds for `window` seconds.
+    """Sample `url` every `interval` for `duration` (seconds or "2s", "100ms").
 
-    At most window/interval + 1 requests, one at a time, each with `timeout`
-    seconds per network operation; no proxy, redirects not followed. A success is
+    At most duration/interval + 1 requests, one at a time, each with `timeout`
+    per network operation; no proxy, redirects not followed. A success is
     a status in `expected_status` (default: any 2xx or 3xx). Returns {"ratio":
     successes/attempts, "attempts", "failures", "longest_outage_seconds" (from a
     failure to the next success or the end), "statuses": {"200": n, "error": n},
     "p95_ms" (latency of the answered requests)}.
     """
     require_url("url", url, ("http", "https"))
-    span = require_number("window", window, allow_equal=False, maximum=3600)
-    step = require_number("interval", interval, allow_equal=False, maximum=3600)
-    limit = require_number("timeout", timeout, allow_equal=False, maximum=300)
+    span = require_duration("duration", duration, allow_equal=False, maximum=3600)
+    step = require_duration("interval", interval, allow_equal=False, maximum=3600)
+    limit = require_duration("timeout", timeout, allow_equal=False, maximum=300)
     wanted = _expected(expected_status)
     verb = require_choice(
         "method", method.upper() if isinstance(method, str) else method, METHODS
@@ -120,7 +85,7 @@ def availability(
     count = int(span / step + 1e-9) + 1
     if count > MAX_ATTEMPTS:
         raise ActivityFailed(
-            f"argument 'interval' is too small: {count} requests over the window "
+            f"argument 'interval' is too small: {count} requests over the duration "
             f"(at most {MAX_ATTEMPTS})"
         )
     request = urllib.request.Request(

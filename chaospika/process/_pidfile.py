@@ -4,7 +4,8 @@ A process is named by a pidfile or a pid, never by a pattern. Before a fault kil
 process, its start command is recorded in ``<pidfile>.cmd.json`` (``argv``, ``cwd``,
 ``env``, ``log``, ``inherit_env``; see chaospika._proc) so that it can be started
 again exactly. The primitives of chaospika._proc are wrapped here so that their
-failures are ActivityFailed.
+failures are ActivityFailed. Before anything is recorded or signalled,
+chaospika.process._guard refuses targets a fault must never touch.
 """
 
 import logging
@@ -20,6 +21,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaospika import _proc
 from chaospika._proc import command_file, log_tail, store_command, write_pidfile
 from chaospika._validate import require_int, require_path
+from chaospika.process import _guard
 
 __all__ = [
     "Target",
@@ -79,9 +81,8 @@ def _require_proc() -> None:
 def _check_pid(name: str, value: Any) -> int:
     pid = require_int(name, value, minimum=1)
     if pid == 1 or pid == os.getpid():
-        raise ActivityFailed(
-            f"argument '{name}': refusing to signal pid {pid} (init or this process)"
-        )
+        reason = _guard.refusal(pid)
+        raise ActivityFailed(f"argument '{name}': refusing to send a signal: {reason}")
     return pid
 
 
@@ -184,7 +185,11 @@ def parse_signal(value: Any) -> signals.Signals:
 
 
 def send_signal(target: Target, signal: signals.Signals) -> str | None:
-    """Send `signal`; return why it could not be sent because the process is gone."""
+    """Send `signal`; return why it could not be sent because the process is gone.
+
+    Raises ActivityFailed, before any signal, if the guard refuses the target.
+    """
+    _guard.refuse_unsafe(target.pid, target.pidfile)
     try:
         os.kill(target.pid, signal)
     except ProcessLookupError:
@@ -249,7 +254,9 @@ def record_command(target: Target) -> str | None:
 
     The file holds the full environment (mode 0600) and ``"inherit_env": false``
     so a restart does not mix in the environment of the restarting process.
+    A target the guard refuses raises ActivityFailed before anything is written.
     """
+    _guard.refuse_unsafe(target.pid, target.pidfile)
     if not target.pidfile:
         return None
     path = command_file(target.pidfile)

@@ -1,7 +1,5 @@
 """Probes of a Redis stream and its consumer group (see `_streams` for the terms)."""
 
-from typing import Any
-
 from chaoslib.types import Configuration, Secrets
 
 from chaospika.redis import _streams
@@ -74,11 +72,12 @@ def time_to_drain(
     interval: float = 0.2,
     configuration: Configuration = None,
     secrets: Secrets = None,
-) -> float:
-    """Return the seconds until `group` has no lag and nothing pending.
+) -> dict:
+    """Measure how long `group` takes to have no lag and nothing pending.
 
-    Polls every `interval` seconds; fails if not drained within `timeout`. Put a
-    tolerance range on it to bound the recovery time.
+    Polls every `interval` for at most `timeout` (seconds or "30s"). A backlog
+    that does not drain is a result, not an error: {"drained": false, ...}.
+    Returns {"drained", "drain_seconds", "backlog_at_start", "lag", "pending",
+    "backlog"}; put a tolerance on ``$.drained``.
     """
-    result: dict[str, Any] = _streams.drain(redis_url, stream, group, timeout, interval)
-    return result["seconds"]
+    return _streams.wait_drained(redis_url, stream, group, timeout, interval)

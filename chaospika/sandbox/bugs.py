@@ -6,6 +6,7 @@ __all__ = [
     "ACK_BEFORE_COMMIT",
     "KNOWN_BUGS",
     "NON_IDEMPOTENT_WORKER",
+    "NO_CLAIM",
     "OVERSELL",
     "parse_bugs",
 ]
@@ -13,8 +14,9 @@ __all__ = [
 ACK_BEFORE_COMMIT = "ack-before-commit"
 NON_IDEMPOTENT_WORKER = "non-idempotent-worker"
 OVERSELL = "oversell"
+NO_CLAIM = "no-claim"
 
-KNOWN_BUGS = (ACK_BEFORE_COMMIT, NON_IDEMPOTENT_WORKER, OVERSELL)
+KNOWN_BUGS = (ACK_BEFORE_COMMIT, NON_IDEMPOTENT_WORKER, OVERSELL, NO_CLAIM)
 
 
 def parse_bugs(value: str | Iterable[str] | None) -> tuple[str, ...]:

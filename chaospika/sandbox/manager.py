@@ -29,6 +29,7 @@ from chaospika._ports import wait_for_port
 from chaospika.sandbox import schema
 from chaospika.sandbox.bugs import parse_bugs
 from chaospika.sandbox.redis_server import redis_command
+from chaospika.sandbox.worker import consumer_name
 
 __all__ = [
     "DEFAULT_API_PORT",
@@ -47,7 +48,6 @@ __all__ = [
 
 DEFAULT_API_PORT = 8731
 DEFAULT_REDIS_PORT = 6391
-CONSUMER = "worker-1"
 SERVICES = ("redis", "api", "worker")  # start order; stop in reverse
 MODULES = {"api": "chaospika.sandbox.api", "worker": "chaospika.sandbox.worker"}
 STOP_TIMEOUT_SECONDS = 10.0
@@ -209,8 +209,11 @@ def _redis(url: str) -> redis.Redis:
     )
 
 
-def _worker_seen(client: redis.Redis, consumer: str, since: float) -> bool:
-    """True if `consumer` read the stream after the wall-clock time `since`."""
+def _worker_seen(client: redis.Redis, pid: int | None, since: float) -> bool:
+    """True if the worker process `pid` read the stream after the time `since`."""
+    if pid is None:
+        return False
+    consumer = consumer_name(pid=pid)
     try:
         consumers = client.xinfo_consumers(schema.STREAM, schema.GROUP)
     except RedisError:
@@ -246,7 +249,8 @@ def _wait_ready(
                 if name == "api":
                     ready = _http_status(state["api_url"] + "/health") == 200
                 elif name == "worker":
-                    ready = _worker_seen(client, state["consumer"], since)
+                    pid = service_running(folder, "worker")[0]
+                    ready = _worker_seen(client, pid, since)
                 else:
                     ready = wait_for_port("127.0.0.1", state["redis_port"], 0.05)
                 if not ready:
@@ -309,7 +313,7 @@ def _new_state(
         "api_port": api_port,
         "redis_port": redis_port if embedded else None,
         "redis_embedded": embedded,
-        "consumer": CONSUMER,
+        "consumer": "worker-<pid>",
         "work_ms": work_ms,
         "batch": batch,
         "pidfiles": pidfiles,
@@ -351,8 +355,6 @@ def _service_argv(name: str, state: dict) -> list[str]:
         extra = ["--port", str(state["api_port"])]
     else:
         extra = [
-            "--consumer",
-            state["consumer"],
             "--work-ms",
             f"{state['work_ms']:g}",
             "--batch",
@@ -392,12 +394,18 @@ def up(
     work_ms: float = 5,
     batch: int = 20,
     timeout: float = 30.0,
+    reset: bool = False,
 ) -> dict:
     """Start the sandbox in `dir` (see sandbox_dir) and return its state.
 
     On a running sandbox nothing changes and the state comes back with
     ``already_running`` True; on a partly running one the stopped services are
     restarted from their start records (``restarted`` lists them).
+
+    Data left by an earlier sandbox cannot agree with a new one (the embedded
+    Redis starts empty): the sandbox's own SQLite file is wiped on start
+    (``wiped`` True); orders in an external database or Redis make `up` refuse
+    unless `reset` is given, which deletes the sandbox's keys and tables first.
     """
     folder = sandbox_dir(dir)
     try:
@@ -424,10 +432,12 @@ def up(
         )
     names = list(state["pidfiles"])
     since = time.time()
+    wiped = False
     try:
         if state["redis_embedded"]:
             _start_service(folder, "redis", _service_argv("redis", state), {})
             _wait_ready(folder, state, ["redis"], min(timeout, 10.0), since)
+        wiped = _clear_stale_data(state, reset)
         _prepare_data(state)
         for name in ("api", "worker"):
             _start_service(folder, name, _service_argv(name, state), _python_env())
@@ -439,7 +449,59 @@ def up(
         with contextlib.suppress(OSError):
             os.remove(_path(folder, "state.json"))
         raise
-    return {**state, "already_running": False, "restarted": []}
+    return {**state, "already_running": False, "restarted": [], "wiped": wiped}
+
+
+def _own_sqlite(state: dict) -> bool:
+    """True if the database is a SQLite file inside the sandbox's folder."""
+    prefix = "sqlite:///"
+    url = state["db_url"]
+    if not url.startswith(prefix):
+        return False
+    path = os.path.abspath(url[len(prefix) :])
+    return path.startswith(state["dir"].rstrip(os.sep) + os.sep)
+
+
+def _stale_data(state: dict) -> list[str]:
+    """Describe the orders, products and queue entries an earlier sandbox left."""
+    found = []
+    try:
+        engine = sql_engine(state["db_url"])
+        found += [f"{n} {name} rows" for name, n in schema.row_counts(engine) if n]
+        engine.dispose()
+    except (SQLAlchemyError, ActivityFailed, OSError) as error:
+        raise SandboxError(f"database {state['db_url']} unusable: {error}") from error
+    client = _redis(state["redis_url"])
+    try:
+        length = client.xlen(schema.STREAM) if client.exists(schema.STREAM) else 0
+        stock_key = next(client.scan_iter(match="stock:*", count=1000), None)
+    except RedisError as error:
+        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
+    finally:
+        client.close()
+    if length:
+        found.append(f"{length} entries in {schema.STREAM}")
+    if stock_key:
+        found.append("stock:* keys in Redis")
+    return found
+
+
+def _clear_stale_data(state: dict, reset: bool) -> bool:
+    """Wipe what an earlier sandbox left, or refuse; True if something was wiped."""
+    stale = _stale_data(state)
+    if not stale:
+        _create_tables(state, drop_first=True)  # empty: match the tables to the bugs
+        return False
+    if not (reset or (state["redis_embedded"] and _own_sqlite(state))):
+        where = f" --dir {state['dir']}"
+        raise SandboxError(
+            f"the sandbox's data stores hold an earlier run's data ({'; '.join(stale)}) "
+            "that a new sandbox cannot agree with. Wipe the sandbox's own keys "
+            "(stock:*, idem:*, the stream) and tables with:\n"
+            f"    chaospika sandbox up --reset{where} [your other options]"
+        )
+    _wipe(state)
+    return True
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -531,6 +593,21 @@ def _delete_keys(client: redis.Redis, pattern: str) -> int:
     return deleted
 
 
+def _wipe(state: dict) -> int:
+    """Delete the sandbox's Redis keys, recreate stream and group, recreate the tables."""
+    client = _redis(state["redis_url"])
+    try:
+        deleted = _delete_keys(client, "stock:*") + _delete_keys(client, "idem:*")
+        deleted += client.delete(schema.STREAM)
+        schema.ensure_group(client)
+    except RedisError as error:
+        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
+    finally:
+        client.close()
+    _create_tables(state, drop_first=True)
+    return deleted
+
+
 def reset(dir: str | None = None, drain_timeout: float = 10.0) -> dict:
     """Delete the sandbox's Redis keys (recreating stream and group) and its SQL tables.
 
@@ -541,16 +618,15 @@ def reset(dir: str | None = None, drain_timeout: float = 10.0) -> dict:
     state = read_state(folder)
     if not state:
         raise SandboxError(f"sandbox is not running (no state.json in {folder})")
-    client = _redis(state["redis_url"])
-    try:
-        if service_running(folder, "worker")[1]:
+    if service_running(folder, "worker")[1]:
+        client = _redis(state["redis_url"])
+        try:
             _wait_drained(client, drain_timeout)
-        deleted = _delete_keys(client, "stock:*") + _delete_keys(client, "idem:*")
-        deleted += client.delete(schema.STREAM)
-        schema.ensure_group(client)
-    except RedisError as error:
-        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
-    finally:
-        client.close()
-    _create_tables(state, drop_first=True)
+        except RedisError as error:
+            raise SandboxError(
+                f"Redis {state['redis_url']} unusable: {error}"
+            ) from error
+        finally:
+            client.close()
+    deleted = _wipe(state)
     return {"dir": folder, "deleted_keys": deleted, "tables": ["products", "orders"]}

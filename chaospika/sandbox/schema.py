@@ -14,7 +14,10 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     delete,
+    func,
     insert,
+    inspect,
+    select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -34,6 +37,7 @@ __all__ = [
     "init_product",
     "insert_order",
     "make_tables",
+    "row_counts",
     "stock_key",
     "tables_for_bugs",
     "ws_channel",
@@ -121,6 +125,19 @@ def create_tables(engine: Engine, bugs: Iterable[str] = ()) -> SandboxTables:
 def drop_tables(engine: Engine) -> None:
     """Drop the sandbox's tables if they exist."""
     make_tables().metadata.drop_all(engine, checkfirst=True)
+
+
+def row_counts(engine: Engine) -> list[tuple[str, int]]:
+    """(table, rows) of the sandbox's tables that exist."""
+    tables = make_tables()
+    present = inspect(engine).get_table_names()
+    counts = []
+    with engine.connect() as conn:
+        for item in (tables.products, tables.orders):
+            if item.name in present:
+                rows = conn.execute(select(func.count()).select_from(item)).scalar()
+                counts.append((item.name, int(rows)))
+    return counts
 
 
 def insert_order(conn: Connection, tables: SandboxTables, row: dict[str, Any]) -> bool:

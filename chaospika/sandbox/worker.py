@@ -5,6 +5,7 @@ Run it with ``python -m chaospika.sandbox.worker --redis-url URL --db-url URL``.
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from chaospika._clients import sql_engine
 from chaospika.sandbox import schema
-from chaospika.sandbox.bugs import ACK_BEFORE_COMMIT, parse_bugs
+from chaospika.sandbox.bugs import ACK_BEFORE_COMMIT, NO_CLAIM, parse_bugs
 
 __all__ = ["Worker", "main"]
 
@@ -33,17 +34,28 @@ class StopRequested(Exception):
     """Raised inside a retry loop when SIGTERM asked the worker to stop."""
 
 
+def consumer_name(prefix: str = "worker", pid: int | None = None) -> str:
+    """The consumer name of the worker process `pid`: one name per process."""
+    return f"{prefix}-{os.getpid() if pid is None else pid}"
+
+
 class Worker:
-    """Consumer of the group `inventory` writing each order once into SQL."""
+    """Consumer of the group `inventory` writing each order once into SQL.
+
+    Each process reads under its own consumer name. Entries a crashed consumer
+    left pending are claimed (XAUTOCLAIM) once idle for `claim_idle_ms`, at start
+    and then every half of that while running; consumers idle that long with
+    nothing pending are removed from the group.
+    """
 
     def __init__(
         self,
         redis_url: str,
         db_url: str,
-        consumer: str = "worker-1",
+        consumer: str | None = None,
         batch: int = 20,
         work_ms: float = 5.0,
-        claim_idle_ms: int = 5000,
+        claim_idle_ms: int = 3000,
         bugs: tuple[str, ...] = (),
     ) -> None:
         self.client = redis.Redis.from_url(
@@ -53,13 +65,14 @@ class Worker:
             socket_timeout=10,
         )
         self.engine = sql_engine(db_url)
-        self.consumer = consumer
+        self.consumer = consumer or consumer_name()
         self.batch = batch
         self.work_seconds = work_ms / 1000.0
         self.claim_idle_ms = claim_idle_ms
         self.bugs = bugs
         self.tables = schema.tables_for_bugs(bugs)
         self.stopping = False
+        self.next_claim = 0.0
 
     def request_stop(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
         """Finish the current entry, then exit (the SIGTERM handler)."""
@@ -176,7 +189,7 @@ class Worker:
         )
 
     def recover(self) -> None:
-        """Re-read this consumer's pending entries, then claim idle ones of others."""
+        """Re-read this consumer's pending entries, then take over dead consumers'."""
         start = "0"
         while not self.stopping:
             entries = self.retry("read pending", self.read, start)
@@ -184,6 +197,13 @@ class Worker:
                 break
             self.process(entries)
             start = entries[-1][0]
+        self.claim_abandoned()
+
+    def claim_abandoned(self) -> None:
+        """Claim entries idle past `claim_idle_ms` (bug `no-claim`: never)."""
+        self.next_claim = time.monotonic() + self.claim_idle_ms / 2000.0
+        if NO_CLAIM in self.bugs:
+            return
         start = "0-0"
         while not self.stopping:
             start, entries = self.retry("XAUTOCLAIM", self.claim, start)
@@ -194,6 +214,21 @@ class Worker:
                 self.process(entries)
             if start == "0-0":
                 break
+        self.retry("remove dead consumers", self.remove_dead_consumers)
+
+    def remove_dead_consumers(self) -> list[str]:
+        """Delete consumers idle past `claim_idle_ms` that hold no pending entry."""
+        removed = []
+        for info in self.client.xinfo_consumers(schema.STREAM, schema.GROUP):
+            dead = int(info["idle"]) > self.claim_idle_ms and not int(info["pending"])
+            if dead and info["name"] != self.consumer:
+                self.client.xgroup_delconsumer(
+                    schema.STREAM, schema.GROUP, info["name"]
+                )
+                removed.append(info["name"])
+        if removed:
+            logger.info("removed dead consumers: %s", ", ".join(removed))
+        return removed
 
     def run(self) -> int:
         """Recover, then consume new entries until SIGTERM; return the exit code."""
@@ -211,6 +246,8 @@ class Worker:
                 entries = self.retry("read", self.read, ">", 1000)
                 if entries:
                     self.process(entries)
+                if time.monotonic() >= self.next_claim:
+                    self.claim_abandoned()
         except StopRequested:
             pass
         logger.info("worker %s stopped", self.consumer)
@@ -222,10 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m chaospika.sandbox.worker")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6391/0")
     parser.add_argument("--db-url", required=True)
-    parser.add_argument("--consumer", default="worker-1")
+    parser.add_argument(
+        "--consumer", default=None, help="consumer name (default worker-<pid>)"
+    )
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--work-ms", type=float, default=5.0)
-    parser.add_argument("--claim-idle-ms", type=int, default=5000)
+    parser.add_argument("--claim-idle-ms", type=int, default=3000)
     parser.add_argument("--bugs", default="", help="comma-separated seeded bugs")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
