@@ -139,7 +139,9 @@ def test_other_table_and_column_names_by_arguments(redis_url, redis_conn, sqlite
         conn.execute(text("CREATE TABLE inv (sku TEXT, qty INT)"))
         conn.execute(text("CREATE TABLE purchases (ref TEXT, sku TEXT, seq INT)"))
         conn.execute(text("INSERT INTO inv VALUES ('s1', 1)"))
-        conn.execute(text("INSERT INTO purchases VALUES ('a', 's1', 1), ('b', 's1', 2)"))
+        conn.execute(
+            text("INSERT INTO purchases VALUES ('a', 's1', 1), ('b', 's1', 2)")
+        )
     engine.dispose()
     redis_conn.set("inventory/s1", 1)
     result = stock_consistency(

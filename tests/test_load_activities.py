@@ -238,3 +238,64 @@ def test_control_refuses_a_bad_spec():
         control.before_experiment_control(
             {}, name="x", spec={"scenarios": {"s": {"executor": "nope"}}}
         )
+
+
+async def block_loop(vu) -> None:
+    """An iteration that holds the event loop: no stop can land for a while."""
+    time.sleep(1.5)  # noqa: ASYNC251 - blocking on purpose
+
+
+def blocking_spec() -> dict:
+    return {
+        "scenarios": {
+            "stuck": {
+                "executor": "constant-vus",
+                "vus": 1,
+                "duration": "30s",
+                "exec": "test_load_activities:block_loop",
+            }
+        }
+    }
+
+
+def test_stop_load_fails_when_the_load_did_not_stop_in_time():
+    worker = threading.Thread(
+        target=run_load, kwargs={"spec": blocking_spec(), "name": "stuck"}
+    )
+    worker.start()
+    time.sleep(0.3)  # inside the first iteration
+    with pytest.raises(ActivityFailed, match="did not stop within 0.2 s"):
+        stop_load("stuck", timeout=0.2)
+    summary = stop_load("stuck", timeout=20)  # it ends after the iteration
+    worker.join(5)
+    assert summary["stopped_by"] == "stop_event"
+
+
+def test_stop_all_loads_ends_background_loads():
+    from chaospika.load.actions import stop_all_loads
+
+    spec = blocking_spec()
+    spec["scenarios"]["stuck"]["exec"] = "test_load_activities:short_sleep"
+    worker = threading.Thread(target=run_load, kwargs={"spec": spec, "name": "all"})
+    worker.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert stop_all_loads(timeout=10) >= 1
+    worker.join(5)
+    assert not worker.is_alive() and time.monotonic() - started < 5
+    assert stop_load("all")["stopped_by"] == "stop_event"
+    with pytest.raises(ActivityFailed, match="did not stop"):
+        worker = threading.Thread(
+            target=run_load, kwargs={"spec": blocking_spec(), "name": "all2"}
+        )
+        worker.start()
+        time.sleep(0.3)
+        stop_all_loads(timeout=0.2)
+    stop_load("all2", timeout=20)
+    worker.join(5)
+
+
+async def short_sleep(vu) -> None:
+    import asyncio
+
+    await asyncio.sleep(0.05)

@@ -1,9 +1,11 @@
 """`chaospika load run` from the shell: k6's summary and exit codes."""
 
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -86,3 +88,169 @@ def test_an_invalid_spec_exits_104_naming_the_field(tmp_path):
     done = run_cli(tmp_path, {"scenarios": {"a": {"executor": "warp"}}})
     assert done.returncode == 104
     assert "scenarios.a.executor" in done.stderr
+
+
+# -- nothing outlives the run: signals, caps, time limits ----------------------------
+
+
+class Counting(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def counting():
+    class Handler(Counting):
+        requests = 0
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Handler, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def workers_spec(url: str, duration: str = "60s") -> dict:
+    return {
+        "processes": 2,
+        "scenarios": {
+            "get": {
+                "executor": "constant-arrival-rate",
+                "rate": 100,
+                "duration": duration,
+                "preAllocatedVUs": 4,
+                "steps": [{"request": {"method": "GET", "url": url}}],
+            }
+        },
+    }
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def gone_within(pids: list[int], seconds: float) -> float:
+    """Seconds until none of `pids` is alive; fails, naming them, after `seconds`."""
+    started = time.monotonic()
+    while any(alive(pid) for pid in pids) and time.monotonic() < started + seconds:
+        time.sleep(0.02)
+    left = [
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        for pid in pids
+        if alive(pid)
+    ]
+    assert not left, left
+    return time.monotonic() - started
+
+
+def start_cli(tmp_path: Path, payload: dict, *extra: str) -> subprocess.Popen:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(payload))
+    return subprocess.Popen(
+        [str(CHAOSPIKA), "load", "run", str(path), "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_traffic(handler, process: subprocess.Popen, at_least: int = 30) -> None:
+    deadline = time.monotonic() + 60
+    while handler.requests < at_least:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the load never started"
+        time.sleep(0.05)
+
+
+def assert_quiet(handler, seconds: float = 1.0) -> None:
+    before = handler.requests
+    time.sleep(seconds)
+    assert handler.requests == before, "requests still arrive"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigkill_of_the_parent_ends_its_worker_processes(counting, tmp_path):
+    handler, url = counting
+    process = start_cli(tmp_path, workers_spec(url))
+    try:
+        wait_for_traffic(handler, process)
+        workers = children(process.pid)
+        assert len(workers) >= 2, workers
+        process.kill()
+        process.wait(10)
+        took = gone_within(workers, 10)
+        assert took < 2.0, f"workers outlived their parent by {took:.1f} s"
+        time.sleep(0.2)  # requests in flight at the kill
+        assert_quiet(handler)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_workers_and_prints_the_summary(counting, tmp_path, number):
+    handler, url = counting
+    process = start_cli(tmp_path, workers_spec(url))
+    try:
+        wait_for_traffic(handler, process)
+        workers = children(process.pid)
+        process.send_signal(number)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 105, err  # k6's exit code of an external abort
+    assert "http_reqs" in out and "stopping the load" in err
+    gone_within(workers, 2.0)
+    assert_quiet(handler)
+
+
+def test_max_duration_always_ends_the_run(counting, tmp_path):
+    _, url = counting
+    started = time.monotonic()
+    done = run_cli(tmp_path, workers_spec(url, "60s"), "--max-duration", "3")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert took < 30, took  # 3 s plus the workers' start (spawned interpreters)
+    assert "http_reqs" in done.stdout
+
+
+def test_too_many_vus_exit_104_naming_the_option_and_the_override(tmp_path):
+    payload = spec("http://127.0.0.1:9/", "max<1")
+    payload["scenarios"]["get"].update(vus=10_000_000, iterations=10_000_000)
+    done = run_cli(tmp_path, payload)
+    assert done.returncode == 104
+    assert "scenarios.get.vus" in done.stderr and "maxVUs" in done.stderr

@@ -249,7 +249,7 @@ def test_start_failure_reports_the_log_tail(tmp_path):
             pidfile,
             command=[sys.executable, "-c", "print('boom-7'); raise SystemExit(3)"],
             log_file=str(tmp_path / "crash.log"),
-            wait_seconds=1.0,
+            timeout=1.0,
         )
 
 
@@ -262,7 +262,7 @@ def test_start_failure_reports_the_log_tail(tmp_path):
         (lambda p: kill_process(pid=1), "pid"),
         (lambda p: kill_process(pid=os.getpid()), "pid"),
         (lambda p: kill_process(pid=12345, signal="SIGBOGUS"), "signal"),
-        (lambda p: kill_process(pid=12345, wait_seconds=-1), "wait_seconds"),
+        (lambda p: kill_process(pid=12345, timeout=-1), "timeout"),
         (lambda p: kill_process(), "pidfile' or 'pid"),
         (lambda p: kill_process(pidfile=str(p / "x.pid"), pid=3), "pidfile' or 'pid"),
         (lambda p: process_running(str(p / "garbage.pid")), "pidfile"),

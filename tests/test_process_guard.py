@@ -253,7 +253,7 @@ def test_a_normal_child_is_still_killed(tmp_path, owned):
     assert sleeper.wait(5) == -signal.SIGKILL
     assert json.loads(Path(result["recorded"]).read_text())["argv"] == ["sleep", "30"]
 
-    started = start_process(pidfile, wait_seconds=0.1)
+    started = start_process(pidfile, timeout=0.1)
     owned.append(started["pid"])
     assert pause_process(pidfile)["paused"] is True
     assert resume_process(pidfile)["resumed"] is True

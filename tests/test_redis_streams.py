@@ -180,7 +180,10 @@ def test_an_idle_group_is_never_busy(redis_url, redis_conn):
         (lambda url: wait_for_drain(url, STREAM, GROUP, timeout=-1), "timeout"),
         (lambda url: wait_for_drain(url, STREAM, GROUP, interval=0), "interval"),
         (lambda url: time_to_drain(url, STREAM, GROUP, interval="x"), "interval"),
-        (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, busy_for=-1), "busy_for"),
+        (
+            lambda url: wait_for_busy_consumer(url, STREAM, GROUP, busy_for=-1),
+            "busy_for",
+        ),
         (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, min_lag=0), "min_lag"),
         (lambda url: wait_for_busy_consumer(url, STREAM, GROUP, timeout=0), "timeout"),
         (lambda url: stream_length("http://127.0.0.1:1/", STREAM), "redis_url"),

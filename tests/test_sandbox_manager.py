@@ -405,3 +405,70 @@ def test_up_that_times_out_stops_everything_and_shows_the_logs(tmp_path):
     assert not os.path.exists(os.path.join(folder, "state.json"))
     assert port_free(api_port) and port_free(redis_port)
     assert manager.status(folder)["running"] is False
+
+
+def _sell_one(state: dict) -> None:
+    api = state["api_url"]
+    assert http("POST", f"{api}/products/p1/init", {"stock": 3})[0] == 200
+    body = {"product_id": "p1", "user_id": "u"}
+    assert http("POST", f"{api}/orders", body, key=uuid.uuid4().hex)[0] == 202
+    engine = create_engine(state["db_url"])
+    try:
+        count = "SELECT COUNT(*) FROM orders"
+        wait_until(lambda: engine.connect().execute(text(count)).scalar_one() == 1)
+    finally:
+        engine.dispose()
+
+
+def test_up_after_down_wipes_what_the_old_sandbox_left_in_its_own_folder(
+    make_sandbox, tmp_path
+):
+    """The embedded Redis starts empty, so old SQL rows could never agree with it."""
+    state = make_sandbox(tmp_path, work_ms=1)
+    _sell_one(state)
+    manager.down(state["dir"])
+    again = manager.up(
+        state["dir"],
+        bugs=("non-idempotent-worker",),
+        api_port=state["api_port"],
+        redis_port=state["redis_port"],
+    )
+    try:
+        assert again["wiped"] is True
+        engine = create_engine(again["db_url"])
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM products")).scalar_one() == 0
+        unique = inspect(engine).get_unique_constraints("orders")
+        engine.dispose()
+        assert unique == []  # the tables match the new bugs
+    finally:
+        manager.down(state["dir"])
+
+
+def test_up_refuses_an_external_store_with_old_orders_until_reset(
+    make_sandbox, tmp_path, redis_url, redis_conn
+):
+    state = make_sandbox(tmp_path, redis_url=redis_url, work_ms=1)
+    _sell_one(state)
+    manager.down(state["dir"])
+    redis_conn.set("someone-else:key", "kept")
+
+    done = cli("sandbox", "up", "--dir", state["dir"], "--redis-url", redis_url,
+               "--api-port", str(state["api_port"]), "--db-url", state["db_url"])  # fmt: skip
+    assert done.returncode == 1
+    assert "chaospika sandbox up --reset" in done.stderr
+    assert "1 orders rows" in done.stderr
+
+    again = manager.up(
+        state["dir"],
+        redis_url=redis_url,
+        api_port=state["api_port"],
+        db_url=state["db_url"],
+        reset=True,
+    )
+    try:
+        assert again["wiped"] is True
+        assert redis_conn.get("stock:p1") is None
+        assert redis_conn.get("someone-else:key") == "kept"
+    finally:
+        manager.down(state["dir"])

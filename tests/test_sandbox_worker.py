@@ -166,6 +166,45 @@ def test_redelivered_entries_after_a_kill_make_no_second_row(
     assert all(entry["pending"] == 0 for entry in consumers)
 
 
+@pytest.mark.parametrize(
+    ("bugs", "drains"), [((), True), (("no-claim",), False)], ids=["claims", "no-claim"]
+)
+def test_a_worker_under_a_new_name_finishes_a_dead_consumers_entries(
+    sqlite_url, make_shop, start_worker, bugs, drains
+):
+    """Recovery for real: the restarted worker is another consumer and must claim."""
+    shop = make_shop(sqlite_url, bugs=bugs)
+    added = [shop.add_order() for _ in range(3)]
+    worker = start_worker(shop, "--batch", "3", "--work-ms", "1500")
+    dead = f"worker-{worker.pid}"
+    kill_mid_batch(shop, worker, committed=1)
+    assert shop.backlog() == (3, 0)
+
+    # Started before the dead consumer's entries are idle long enough: they are
+    # claimed later, while running, not only at start.
+    fresh = start_worker(shop, "--work-ms", "1", "--claim-idle-ms", "800")
+    if drains:
+        wait_until(lambda: shop.drained() and shop.row_count() >= 3, timeout=10)
+        assert sorted(row[0] for row in shop.rows()) == sorted(o for o, _ in added)
+        names = wait_until(
+            lambda: (
+                [
+                    c["name"]
+                    for c in shop.client.xinfo_consumers(schema.STREAM, schema.GROUP)
+                    if c["name"] == dead
+                ]
+                == []
+            ),
+            timeout=10,
+        )
+        assert names
+    else:
+        time.sleep(2.5)
+        assert shop.backlog() == (3, 0) and shop.row_count() == 1
+    consumers = shop.client.xinfo_consumers(schema.STREAM, schema.GROUP)
+    assert f"worker-{fresh.pid}" in [c["name"] for c in consumers]
+
+
 def test_non_idempotent_worker_bug_duplicates_a_redelivered_entry(
     sqlite_url, make_shop, start_worker
 ):

@@ -58,7 +58,8 @@ def stock_consistency(
     `id_field`). Given the ids clients saw acknowledged (`acknowledged_ids`, or
     those captured by the load named `load`), an acknowledged id in neither SQL
     nor the queue is `lost`, a stored id never acknowledged `unexpected`.
-    `columns` renames the SQL columns (keys: product_id, stock, initial_stock,
+    The initial stock is read from SQL (`columns.initial_stock`) and falls back
+    to `initial_stock` where the table has none, once the product is on sale. `columns` renames the SQL columns (keys: product_id, stock, initial_stock,
     order_id, order_product_id, sequence; null for stock, initial_stock or
     sequence when the table has none). An unhealthy system is reported, never
     raised: {"consistent": false, "violations": [...], "lost": [...], ...}.
@@ -101,9 +102,12 @@ def stock_consistency(
     sql_stock, sql_initial, orders = _read_sql(
         db_url, products_table, orders_table, names, product_id
     )
+    on_sale = sql_stock is not None or bool(orders) or redis_stock is not None
+    if sql_initial is None and on_sale:
+        sql_initial = initial_stock
     facts = StockFacts(
         product_id,
-        initial_stock if initial_stock is not None else sql_initial,
+        sql_initial,
         redis_stock,
         sql_stock,
         orders,

@@ -30,6 +30,8 @@ class StockFacts:
 
 
 def _stream_order(stream_id: str) -> tuple[int, int]:
+    """Stream ids ("1700000000000-3") and integers sort numerically; anything else
+    (a timestamp, say) keeps the order the database returned (sorted by it)."""
     millis, _, seq = str(stream_id).partition("-")
     try:
         return int(millis), int(seq or 0)

@@ -2,14 +2,16 @@
 
 import logging
 
+from chaoslib import substitute
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika._validate import require_number, require_text
+from chaospika.load import lifecycle
 from chaospika.load.errors import ScenarioError
 from chaospika.load.session import LoadSession, get_session, load_spec_file
 
-__all__ = ["run_load", "stop_load"]
+__all__ = ["run_load", "stop_all_loads", "stop_load"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -42,6 +44,9 @@ def run_load(
             ) from error
     if not isinstance(spec, dict):
         raise ActivityFailed(f"argument 'spec' must be an object, got {spec!r}")
+    # `${name}` forms that came in with a configuration value (a JSON body kept
+    # in configuration, say) are filled too.
+    spec = substitute(spec, configuration or {}, secrets or {})
     if max_duration is not None:
         max_duration = require_number("max_duration", max_duration, allow_equal=False)
     running = get_session(name)
@@ -64,9 +69,10 @@ def stop_load(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Stop the load `name` early (in-flight iterations finish) and return its summary.
+    """Stop the load `name` now (in-flight iterations are interrupted), return its summary.
 
-    Safe to call twice, or after the load has ended by itself.
+    Safe to call twice, or after the load has ended by itself. Fails when the
+    load has not ended within `timeout` seconds.
     """
     name = require_text("name", name)
     timeout = require_number("timeout", timeout, allow_equal=False)
@@ -74,4 +80,25 @@ def stop_load(
     if session is None:
         raise ActivityFailed(f"argument 'name': no load named {name!r} has started")
     session.stop(timeout)
+    if not session.done.is_set():
+        raise ActivityFailed(f"load {name!r} did not stop within {timeout:g} s")
     return session.summary()
+
+
+def stop_all_loads(
+    timeout: float = 0.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
+    """Stop every load running in this process, worker processes included.
+
+    Returns how many runs were asked to stop. With `timeout` 0 (the default) it
+    only sets their stop flags: no lock, no wait, so a signal handler or an
+    atexit hook may call it. With `timeout` > 0 it also waits that long for
+    them to end, and fails if some have not.
+    """
+    asked = lifecycle.stop_all()
+    if timeout and timeout > 0 and not lifecycle.wait_all(timeout):
+        left = lifecycle.running_loads()
+        raise ActivityFailed(f"{left} load runs did not stop within {timeout:g} s")
+    return asked

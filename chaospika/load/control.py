@@ -52,6 +52,7 @@ def after_experiment_control(
     context: Experiment,
     state: Journal,
     name: str = "load",
+    timeout: float = 60.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
     **kwargs: Any,
@@ -60,8 +61,11 @@ def after_experiment_control(
     session = get_session(name)
     if session is None:
         return
-    session.stop()
+    session.stop(timeout)
     summary = session.summary()
+    if not session.done.is_set():
+        summary["error"] = f"the load did not stop within {timeout:g} s"
+        logger.error("load control: load '%s' did not stop within %g s", name, timeout)
     if isinstance(state, dict):
         state.setdefault("pika_loads", {})[name] = summary
     logger.info(

@@ -23,6 +23,8 @@ from urllib.parse import urljoin, urlsplit
 
 from httptools import HttpParserError, HttpResponseParser
 
+from chaospika.load.limits import current_budget
+
 __all__ = [
     "DEFAULT_EXPECTED",
     "DEFAULT_MAX_REDIRECTS",
@@ -297,8 +299,10 @@ class _HeadSink:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget: Any = None) -> None:
         self.loop = loop
+        self.budget = budget  # the run's ConnectionBudget: one slot while open
+        self.made = False
         self.transport: asyncio.Transport | None = None
         self.alive = False
         self.parser = HttpResponseParser(self)
@@ -316,6 +320,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.alive = True
+        self.made = True
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:
@@ -335,6 +340,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
+        if self.budget is not None:
+            self.budget, budget = None, self.budget
+            budget.give()
         if self.waiter is None:
             return
         if exc is None and self._ends_at_eof():
@@ -426,6 +434,12 @@ class _Connection(asyncio.Protocol):
                 return False
         return True
 
+    def release_if_unmade(self) -> None:
+        """Give back the budget slot of a connection that never opened."""
+        if not self.made and self.budget is not None:
+            self.budget, budget = None, self.budget
+            budget.give()
+
     def close(self) -> None:
         """Close the socket now (no lingering)."""
         self.alive = False
@@ -504,27 +518,32 @@ class HttpClient:
         start = perf_counter_ns()
         address = await _resolve(loop, origin.host, origin.port)
         dialing = perf_counter_ns()
-        conn = _Connection(loop)
+        budget = current_budget()
+        if budget is not None and not budget.take():
+            raise TransportError(1210, budget.error())
+        conn = _Connection(loop, budget)
         remaining = max(0.001, (deadline - dialing) / 1e9)
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn, address, origin.port), remaining
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancel
+            async with asyncio.timeout(remaining):
+                await loop.create_connection(lambda: conn, address, origin.port)
         except (OSError, TimeoutError) as error:
+            conn.release_if_unmade()
             raise _failure(error, connecting=True) from None
+        except BaseException:
+            conn.release_if_unmade()
+            raise
         connected = perf_counter_ns()
         tls = 0
         if origin.scheme == "https":
             try:
-                transport = await asyncio.wait_for(
-                    loop.start_tls(
+                async with asyncio.timeout(max(0.001, (deadline - connected) / 1e9)):
+                    transport = await loop.start_tls(
                         conn.transport,
                         conn,
                         self._tls_context(),
                         server_hostname=origin.host,
-                    ),
-                    max(0.001, (deadline - connected) / 1e9),
-                )
+                    )
             except (OSError, TimeoutError, ssl.SSLError) as error:
                 conn.close()
                 raise _failure(error) from None

@@ -5,12 +5,17 @@ as a delta once a second; the parent (`_Coordinator`) merges them into one
 registry, ticks it, evaluates abortOnFail thresholds, reports progress and
 stops the workers at the deadline. Workers are spawned, so a script calling
 `runner.run()` needs the usual `if __name__ == "__main__":` guard, and `exec`
-modules must be importable in a fresh interpreter.
+modules must be importable in a fresh interpreter. A worker never outlives its
+parent: it asks the kernel for SIGKILL at the parent's death (Linux) and a
+watchdog thread exits it within PARENT_POLL seconds once its parent is gone.
 """
 
 import asyncio
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -19,6 +24,7 @@ from multiprocessing.connection import wait as wait_for_messages
 from typing import Any
 
 from chaospika.load.executors import Outcome, Segment
+from chaospika.load.limits import rss_mb
 from chaospika.load.progress import ProgressMeter, Totals
 from chaospika.load.runner import (
     STOP_POLL,
@@ -42,6 +48,9 @@ logger = logging.getLogger("chaostoolkit")
 WORKER_START_TIMEOUT = 60.0  # seconds for worker processes to import and parse
 WORKER_EXIT_TIMEOUT = 10.0  # seconds for workers to report after a stop
 REPORT_WAIT = 0.5  # seconds the parent waits for the workers' report of a second
+PARENT_POLL = 0.2  # seconds between two looks of a worker at its parent
+EXIT_ORPHANED = 3  # a worker's exit code once its parent has died
+_PR_SET_PDEATHSIG = 1
 
 
 def run_processes(
@@ -111,7 +120,7 @@ class _Coordinator:
             process = self.context.Process(
                 target=worker_main,
                 args=(self.load.raw, index, count, sender, self.stop, self.go),
-                kwargs={"deadline": self.deadline},
+                kwargs={"deadline": self.deadline, "parent": os.getpid()},
                 name=f"chaospika-load-{index}",
                 daemon=True,
             )
@@ -163,6 +172,7 @@ class _Coordinator:
         self.registry.tick(elapsed)
         if self.load.thresholds.check_abort(self.registry, elapsed) is not None:
             self._halt("threshold")
+        self._check_memory()
         if self.on_progress is not None:
             requests, failed = request_totals(self.registry)
             totals.iterations = int(self.registry.stats("iterations")["count"])
@@ -173,6 +183,20 @@ class _Coordinator:
                 self.on_progress(self.meter.report(elapsed, totals))
             except Exception:  # a progress callback must not end the test
                 logger.exception("load progress callback failed")
+
+    def _check_memory(self) -> None:
+        """Halt once this process and its workers use more than maxMemoryMB."""
+        cap = self.load.limits.max_memory_mb
+        pids = [None] + [worker.process.pid for worker in self.workers]
+        used = sum(rss_mb(pid) or 0.0 for pid in pids)
+        if used > cap and self.stopped_by is None:
+            logger.error(
+                "load stopped: its processes use %.0f MB, above the limit of %d MB "
+                '(raise it with "limits": {"maxMemoryMB": N})',
+                used,
+                cap,
+            )
+            self._halt("max_memory")
 
     def _sum_totals(self) -> Totals:
         totals = Totals()
@@ -273,8 +297,12 @@ def worker_main(
     stop: Any,
     go: Any,
     deadline: float = float("inf"),
+    parent: int | None = None,
 ) -> None:
     """Entry point of one worker process: run stripe `index` of `count`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
+    if parent is not None:
+        die_with_parent(parent)
     try:
         load = parse_spec(raw)
         sender.send(("ready", index))
@@ -289,6 +317,29 @@ def worker_main(
         sender.send(("error", index, traceback.format_exc()))
     finally:
         sender.close()
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when `parent` dies, SIGKILL included, within PARENT_POLL s."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog
+            pass
+    if os.getppid() != parent:  # died before we asked
+        os._exit(EXIT_ORPHANED)
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(EXIT_ORPHANED)  # no one is left to read the results
 
 
 def _empty_final(load: LoadSpec) -> dict:
@@ -320,7 +371,11 @@ async def _work(
     def on_second(elapsed: float) -> None:
         delta = registry.snapshot(reset=True)
         second = round(elapsed)
-        sender.send(("second", segment.index, second, totals(), local.errors(), delta))
+        message = ("second", segment.index, second, totals(), local.errors(), delta)
+        try:
+            sender.send(message)
+        except OSError:  # the parent is gone: nobody reads the results
+            os._exit(EXIT_ORPHANED)
 
     await local.run(on_second)
     local.lag.close_second()

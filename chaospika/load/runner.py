@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaospika.load import summary
+from chaospika.load.cancel import cancel_all
 from chaospika.load.errors import ScenarioError
 from chaospika.load.executors import ExecutionState, Outcome, Segment
 from chaospika.load.executors.base import WHOLE
+from chaospika.load.lifecycle import StopFlag, active_run
+from chaospika.load.limits import ConnectionBudget, rss_mb, use_budget
 from chaospika.load.metrics import FOLD_SLICE, Registry
 from chaospika.load.progress import (
     LAG_LIMIT_MS,
@@ -40,6 +43,8 @@ __all__ = ["LoadResult", "run", "run_async"]
 logger = logging.getLogger("chaostoolkit")
 
 END_MARGIN = 5.0  # seconds past the longest planned end before a forced stop
+SCENARIO_CLEANUP = 5.0  # seconds a cancelled scenario gets to close its VUs
+MEMORY_POLL = 0.25  # seconds between two looks at the generator's memory
 STOP_POLL = 0.02  # seconds between two looks at the stop event and the deadline
 FOLD_PERIOD = 0.05  # seconds between two rounds of metric folding
 FOLD_ROUND = 64  # slices one round folds at most (each FOLD_SLICE values)
@@ -61,7 +66,7 @@ class LoadResult:
     summary_export: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     scenarios: dict = field(default_factory=dict)
-    stopped_by: str | None = None  # "threshold", "stop_event" or "max_duration"
+    stopped_by: str | None = None  # "threshold", "stop_event", "max_duration"...
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -97,12 +102,14 @@ def run(
 ) -> LoadResult:
     """Run `spec` to its end on a new event loop; blocks (call from a thread)."""
     load = fresh_spec(spec)
-    if load.processes > 1:
-        from chaospika.load.processes import run_processes  # imports this module
+    with active_run() as flag:
+        stop = either(flag, stop_event)
+        if load.processes > 1:
+            from chaospika.load.processes import run_processes  # imports this module
 
-        return run_processes(load, max_duration, on_progress, stop_event)
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_run_here(load, max_duration, on_progress, stop_event))
+            return run_processes(load, max_duration, on_progress, stop)
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(_run_here(load, max_duration, on_progress, stop))
 
 
 async def run_async(
@@ -114,13 +121,30 @@ async def run_async(
 ) -> LoadResult:
     """Run `spec` on the running loop (processes > 1: workers, awaited in a thread)."""
     load = fresh_spec(spec)
-    if load.processes > 1:
-        from chaospika.load.processes import run_processes  # imports this module
+    with active_run() as flag:
+        stop = either(flag, stop_event)
+        if load.processes > 1:
+            from chaospika.load.processes import run_processes  # imports this module
 
-        return await asyncio.to_thread(
-            run_processes, load, max_duration, on_progress, stop_event
-        )
-    return await _run_here(load, max_duration, on_progress, stop_event)
+            return await asyncio.to_thread(
+                run_processes, load, max_duration, on_progress, stop
+            )
+        return await _run_here(load, max_duration, on_progress, stop)
+
+
+class _Either:
+    """Set when any of its flags is set (`stop_all()` or the caller's stop_event)."""
+
+    def __init__(self, *flags: Any) -> None:
+        self.flags = flags
+
+    def is_set(self) -> bool:
+        return any(flag.is_set() for flag in self.flags)
+
+
+def either(flag: StopFlag, stop_event: Any) -> Any:
+    """The stop condition of a run: its lifecycle flag or the caller's event."""
+    return flag if stop_event is None else _Either(flag, stop_event)
 
 
 def fresh_spec(spec: Mapping | LoadSpec) -> LoadSpec:
@@ -163,8 +187,12 @@ class LocalRun:
         segment: Segment = WHOLE,
         deadline: float = float("inf"),
         external_stop: Callable[[], bool] | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         self.load = load
+        self.max_memory_mb = max_memory_mb
+        limits = load.limits
+        self.budget = ConnectionBudget(segment.share(limits.max_connections) or 1)
         self.registry = load.registry
         self.segment = segment
         self.deadline = deadline
@@ -206,6 +234,7 @@ class LocalRun:
         """Run to the end; `on_second(elapsed)` is called once a second."""
         loop = asyncio.get_running_loop()
         self.t0 = time.monotonic()
+        use_budget(self.budget)  # the tasks created below inherit it
         scenarios = [
             loop.create_task(self._scenario(scenario))
             for scenario in self.load.scenarios.values()
@@ -221,9 +250,8 @@ class LocalRun:
         try:
             results = await asyncio.gather(*scenarios, return_exceptions=True)
         finally:
-            for task in scenarios + helpers:
-                task.cancel()
-            await asyncio.gather(*scenarios, *helpers, return_exceptions=True)
+            await cancel_all(scenarios + helpers, patience=SCENARIO_CLEANUP)
+            use_budget(None)
             self.duration = self.elapsed()
         for result in results:
             if isinstance(result, BaseException):
@@ -237,7 +265,8 @@ class LocalRun:
         config = scenario.config
         if config.start_time > 0:
             try:
-                await asyncio.wait_for(self._stop.wait(), config.start_time)
+                async with asyncio.timeout(config.start_time):
+                    await self._stop.wait()
                 return  # stopped before it started
             except TimeoutError:
                 pass
@@ -271,12 +300,28 @@ class LocalRun:
         return make_vu
 
     async def _watch(self) -> None:
+        next_memory_check = 0.0
         while not self._stop.is_set():
+            elapsed = self.elapsed()
             if self.external_stop is not None and self.external_stop():
                 self.stop_now("stop_event")
-            elif self.elapsed() >= self.deadline:
+            elif elapsed >= self.deadline:
                 self.stop_now("max_duration")
+            elif self.max_memory_mb is not None and elapsed >= next_memory_check:
+                next_memory_check = elapsed + MEMORY_POLL
+                self._check_memory()
             await asyncio.sleep(STOP_POLL)
+
+    def _check_memory(self) -> None:
+        used = rss_mb()
+        if used is not None and used > self.max_memory_mb:
+            logger.error(
+                "load stopped: the load generator uses %.0f MB, above the limit of "
+                '%g MB (raise it with "limits": {"maxMemoryMB": N})',
+                used,
+                self.max_memory_mb,
+            )
+            self.stop_now("max_memory")
 
     async def _fold_often(self) -> None:
         while True:
@@ -359,6 +404,7 @@ async def _run_here(
         load,
         deadline=run_deadline(load, max_duration),
         external_stop=stop_event.is_set if stop_event is not None else None,
+        max_memory_mb=load.limits.max_memory_mb,
     )
     meter = ProgressMeter()
     registry = load.registry
@@ -411,6 +457,11 @@ def load_result(
     if stopped_by == "max_duration":
         warnings.append(
             f"load stopped after {duration:.1f} s by its time limit (max_duration)"
+        )
+    elif stopped_by == "max_memory":
+        warnings.append(
+            f"load stopped after {duration:.1f} s: the load generator used more "
+            f"than {load.limits.max_memory_mb} MB (limits.maxMemoryMB)"
         )
     info = scenarios_info(load, outcomes)
     warnings.extend(dropped_warnings(info))

@@ -15,6 +15,7 @@ from chaospika.load.errors import ScenarioError
 from chaospika.load.executors import EXECUTORS, Executor, ScenarioConfig
 from chaospika.load.executors.base import IterationFn
 from chaospika.load.executors.options import option_duration, option_int, reject_unknown
+from chaospika.load.limits import Limits, check_vus, parse_limits
 from chaospika.load.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
 from chaospika.load.thresholds import ThresholdSet, parse_thresholds
 
@@ -34,6 +35,7 @@ TOP_LEVEL_KEYS = (
     "engine",
     "metrics",
     "maxRedirects",
+    "limits",
 )
 ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.load.k6)
 COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "steps", "exec")
@@ -79,6 +81,7 @@ class LoadSpec:
     )
     raw: dict[str, Any] = field(default_factory=dict)
     max_redirects: int | None = None  # k6's maxRedirects; None: default 10
+    limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
     used: bool = field(default=False, repr=False)  # set by the runner: one run each
 
     def max_duration(self) -> float:
@@ -106,7 +109,9 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         option_int("", dict(spec), "maxRedirects") if "maxRedirects" in spec else None
     )
     define_metrics(spec.get("metrics", {}), registry)
+    limits = parse_limits(spec.get("limits"))
     scenarios = _scenarios(spec, tags, registry)
+    check_vus(scenarios, limits)
     thresholds = parse_thresholds(spec.get("thresholds", {}), registry)
     return LoadSpec(
         scenarios=scenarios,
@@ -118,6 +123,7 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         summary_trend_stats=trend_stats,
         raw=copy.deepcopy(dict(spec)),
         max_redirects=max_redirects,
+        limits=limits,
     )
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from chaospika import _records
 from chaospika.load.k6 import run_k6
-from chaospika.load.runner import LoadResult, run
+from chaospika.load.lifecycle import StopFlag, active_run
+from chaospika.load.runner import LoadResult, either, run
 from chaospika.load.scenario import LoadSpec, parse_spec
 
 __all__ = ["RECORD_KIND", "LoadSession", "get_session", "load_spec_file"]
@@ -51,7 +52,7 @@ class LoadSession:
         self.name = name
         self.load: LoadSpec = parse_spec(spec)
         self.max_duration = max_duration
-        self.stop_event = threading.Event()
+        self.stop_event = StopFlag()  # lock-free: `stop` is safe in a signal handler
         self.done = threading.Event()
         self.result: LoadResult | None = None
         self.error: BaseException | None = None
@@ -67,12 +68,13 @@ class LoadSession:
         """Run to the end on the calling thread and return the result."""
         engine = run_k6 if self.load.engine == "k6" else run
         try:
-            self.result = engine(
-                self.load,
-                max_duration=self.max_duration,
-                on_progress=self._on_progress,
-                stop_event=self.stop_event,
-            )
+            with active_run() as flag:  # stop_all() reaches the k6 engine too
+                self.result = engine(
+                    self.load,
+                    max_duration=self.max_duration,
+                    on_progress=self._on_progress,
+                    stop_event=either(flag, self.stop_event),
+                )
             return self.result
         except BaseException as error:
             self.error = error
@@ -95,9 +97,16 @@ class LoadSession:
         except Exception:
             logger.exception("load '%s' failed", self.name)
 
-    def stop(self, timeout: float = 60.0) -> LoadResult | None:
-        """Ask the run to stop, wait for it, and return its result."""
+    def request_stop(self) -> None:
+        """Ask the run to stop; no lock, no wait: safe in a signal handler."""
         self.stop_event.set()
+
+    def stop(self, timeout: float = 60.0) -> LoadResult | None:
+        """Ask the run to stop, wait for it, and return its result.
+
+        Whether it did stop within `timeout` is `self.done.is_set()`.
+        """
+        self.request_stop()
         return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> LoadResult | None:

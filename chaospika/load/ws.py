@@ -29,6 +29,8 @@ from time import perf_counter_ns
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from chaospika.load.limits import current_budget
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets ships the C speedups
@@ -102,6 +104,8 @@ class _WsProtocol(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: bytes) -> None:
         self.loop = loop
+        self.budget: Any = None  # the run's ConnectionBudget while it holds a slot
+        self.made = False
         self.accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future = loop.create_future()
@@ -122,6 +126,7 @@ class _WsProtocol(asyncio.Protocol):
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.made = True
 
     def data_received(self, data: bytes) -> None:
         self.received_bytes += len(data)
@@ -143,7 +148,14 @@ class _WsProtocol(asyncio.Protocol):
             self.buffer = bytearray(data[consumed:])
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
         self._closed(WsClosed(1006, str(exc) if exc else ""))
+
+    def release(self) -> None:
+        """Give back this connection's slot of the run's connection budget."""
+        if self.budget is not None:
+            self.budget, budget = None, self.budget
+            budget.give()
 
     # -- the opening handshake
     def _upgrade(self, head: bytes) -> None:
@@ -301,9 +313,8 @@ class _WsProtocol(asyncio.Protocol):
             self.close_sent = True
             self._write(_frame(_CLOSE, code.to_bytes(2, "big")))
             try:
-                await asyncio.wait_for(
-                    asyncio.shield(self.close_received), _CLOSE_TIMEOUT
-                )
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await asyncio.shield(self.close_received)
             except TimeoutError:
                 pass
         if self.transport is not None:
@@ -345,6 +356,11 @@ async def _open(
     key = base64.b64encode(os.urandom(16))
     host, port, tls, request = _upgrade_request(url, key, headers)
     protocol = _WsProtocol(loop, key)
+    budget = current_budget()
+    if budget is not None:
+        if not budget.take():
+            raise WsError(budget.error())
+        protocol.budget = budget
     context = ssl.create_default_context() if tls else None
 
     async def connect_and_upgrade() -> None:
@@ -359,10 +375,14 @@ async def _open(
         await protocol.opened
 
     try:
-        await asyncio.wait_for(connect_and_upgrade(), timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancel
+        async with asyncio.timeout(timeout):
+            await connect_and_upgrade()
     except BaseException:
         if protocol.transport is not None:
             protocol.transport.abort()
+        if not protocol.made:
+            protocol.release()
         raise
     return protocol
 
@@ -425,7 +445,8 @@ class WsSession:
             if timeout is None:
                 message = await message
             else:
-                message = await asyncio.wait_for(message, timeout)
+                async with asyncio.timeout(timeout):
+                    message = await message
         self._received(message)
         return message
 

@@ -12,7 +12,7 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaospika._validate import require_number, require_path
+from chaospika._validate import require_duration, require_path
 from chaospika.process import _pidfile
 from chaospika.process._pidfile import Target
 
@@ -33,7 +33,7 @@ def kill_process(
     pidfile: str = None,
     pid: int = None,
     signal: str = "SIGKILL",
-    wait_seconds: float = 5.0,
+    timeout: float = 5.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -41,11 +41,11 @@ def kill_process(
 
     Exactly one of `pidfile`/`pid`. With a pidfile, ``<pidfile>.cmd.json`` is
     written first (unless it exists) so `start_process` can restart the process.
-    For SIGKILL/SIGTERM/SIGINT/SIGQUIT it waits up to `wait_seconds` for the exit.
+    For SIGKILL/SIGTERM/SIGINT/SIGQUIT it waits up to `timeout` (seconds or "500ms") for the exit.
     A process that is already gone is not an error: ``killed`` is false.
     """
     chosen = _pidfile.parse_signal(signal)
-    wait = require_number("wait_seconds", wait_seconds, maximum=600)
+    wait = require_duration("timeout", timeout, maximum=600)
     target = _pidfile.locate(pidfile, pid, missing_ok=False)
     result = {"pid": target.pid, "pidfile": target.pidfile, "signal": chosen.name}
     if not target.alive:
@@ -119,7 +119,7 @@ def start_process(
     cwd: str = None,
     env: dict = None,
     log_file: str = None,
-    wait_seconds: float = 0.5,
+    timeout: float = 0.5,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -129,10 +129,10 @@ def start_process(
     (`cwd`, `env`, `log_file` override them; env is merged over this process's
     environment). The process is detached (own session, stdin from /dev/null,
     output appended to the log). Fails with the log tail if it is not alive after
-    `wait_seconds`.
+    `timeout` (seconds or "500ms").
     """
     path = require_path("pidfile", pidfile, must_exist=False)
-    wait = require_number("wait_seconds", wait_seconds, maximum=600)
+    wait = require_duration("timeout", timeout, maximum=600)
     target = _pidfile.locate(path, None, missing_ok=True)
     if target.alive:
         return {"started": False, "already_running": True, "pid": target.pid}
@@ -169,28 +169,28 @@ def restart_process(
     cwd: str = None,
     env: dict = None,
     log_file: str = None,
-    wait_seconds: float = 0.5,
+    timeout: float = 0.5,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
     """Stop the process of `pidfile` with `signal` and start it again.
 
-    Waits `stop_timeout` seconds for the exit, then sends SIGKILL. A process that
+    Waits `stop_timeout` (seconds or "10s") for the exit, then sends SIGKILL. A process that
     is not running is simply started. The start is as in `start_process`.
     """
     path = require_path("pidfile", pidfile, must_exist=False)
     _pidfile.parse_signal(signal)
-    timeout = require_number("stop_timeout", stop_timeout, maximum=600)
-    require_number("wait_seconds", wait_seconds, maximum=600)
+    stop_wait = require_duration("stop_timeout", stop_timeout, maximum=600)
+    require_duration("timeout", timeout, maximum=600)
     stopped = {"pid": None, "killed": False, "exited": True}
     if os.path.exists(path):
-        stopped = kill_process(path, signal=signal, wait_seconds=timeout)
+        stopped = kill_process(path, signal=signal, timeout=stop_wait)
     escalated = stopped["killed"] and not stopped["exited"]
     if escalated:
         logger.warning("process %s ignored %s: sending SIGKILL", stopped["pid"], signal)
-        if not kill_process(path, signal="SIGKILL", wait_seconds=5.0)["exited"]:
+        if not kill_process(path, signal="SIGKILL", timeout=5.0)["exited"]:
             raise ActivityFailed(f"process {stopped['pid']} survived SIGKILL")
-    started = start_process(path, command, cwd, env, log_file, wait_seconds)
+    started = start_process(path, command, cwd, env, log_file, timeout)
     return {
         "previous_pid": stopped["pid"] if stopped["killed"] else None,
         "escalated_to_sigkill": escalated,

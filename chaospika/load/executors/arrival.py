@@ -88,7 +88,7 @@ class ArrivalRateExecutor(Executor):
             while True:
                 await turn
                 await self._iterate(vu)
-                if self._regular_over:
+                if self._regular_over or self.stop.is_set():
                     return
                 turn = loop.create_future()
                 self._free.append(turn)

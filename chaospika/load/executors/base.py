@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from chaospika.load.cancel import cancel_all
 from chaospika.load.summary import go_duration
 
 __all__ = [
@@ -210,9 +211,7 @@ class Executor:
         try:
             await asyncio.wait((body, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
-            body.cancel()
-            await asyncio.gather(body, stopper, return_exceptions=True)
+            await cancel_all((body, stopper))
             await self._cancel(self._tasks)
             await self._close_vus()
             if self.test_start is not None:
@@ -260,11 +259,8 @@ class Executor:
 
     @staticmethod
     async def _cancel(tasks: Iterable[asyncio.Task]) -> None:
-        tasks = list(tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Interrupt `tasks`; bounded even if one of them swallows the cancel."""
+        await cancel_all(tasks)
 
     async def _close_vus(self) -> None:
         closers = [vu.close() for vu in self._vus if hasattr(vu, "close")]
@@ -303,7 +299,7 @@ class Executor:
         """Closed model: iterate on `vu` back to back while `keep_going()`."""
         self.state.active_vus += 1
         try:
-            while keep_going():
+            while keep_going() and not self.stop.is_set():
                 await self._iterate(vu)
                 await asyncio.sleep(0)  # let others run if the iteration never waited
         finally:

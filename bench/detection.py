@@ -1,0 +1,156 @@
+"""Catch rate of experiments/worker-crash.json at its shipped settings.
+
+For each case (a healthy sandbox and each seeded bug) it runs the experiment N
+times, each against a fresh sandbox on free ports, judges the journal with
+`chaospika verdict`, and checks that a failing run names the offending order ids.
+Prints a Markdown table. With --burn K, K CPU-burning processes run alongside
+(each bounded by the whole run's length and stopped at the end, by pid).
+
+    python bench/detection.py --runs 10
+    python bench/detection.py --runs 10 --burn 2
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chaospika._ports import free_port
+from chaospika.sandbox import manager
+from chaospika.verdict.cli import read_verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENT = ROOT / "experiments" / "worker-crash.json"
+CHAOS = Path(sys.executable).with_name("chaos")
+CONSISTENCY = "no-order-lost-stuck-duplicated-or-oversold"
+# What each case must produce: the verdict and the ids key that names the harm.
+CASES = {
+    "healthy": ("passed", None),
+    "ack-before-commit": ("deviated", "lost"),
+    "non-idempotent-worker": ("deviated", "duplicates"),
+    "oversell": ("deviated", "oversold"),
+    "no-claim": ("deviated", "stuck"),
+}
+BURN_SECONDS_LIMIT = 4 * 3600
+
+
+def after_probe(journal: dict) -> dict:
+    """The consistency probe's output in the hypothesis after the method."""
+    after = (journal.get("steady_states") or {}).get("after") or {}
+    for run in after.get("probes", []):
+        if run["activity"]["name"] == CONSISTENCY:
+            return run.get("output") or {}
+    return {}
+
+
+def acknowledged(journal: dict) -> set[str]:
+    for run in journal.get("run", []):
+        if run["activity"]["name"] == "customers-place-orders":
+            return set(
+                ((run.get("output") or {}).get("captures") or {}).get("order_id", [])
+            )
+    return set()
+
+
+def run_once(case: str, folder: Path) -> dict:
+    """Run the experiment once on a fresh sandbox; return what was seen."""
+    bugs = () if case == "healthy" else (case,)
+    state = manager.up(
+        str(folder / "sandbox"), bugs=bugs, api_port=free_port(), redis_port=free_port()
+    )
+    journal_path = folder / "journal.json"
+    env = dict(
+        os.environ,
+        PIKA_API_URL=state["api_url"],
+        PIKA_REDIS_URL=state["redis_url"],
+        PIKA_DB_URL=state["db_url"],
+        PIKA_WORKER_PIDFILE=state["pidfiles"]["worker"],
+    )
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [str(CHAOS), "--log-file", str(folder / "chaos.log"), "run",
+             "--journal-path", str(journal_path), str(EXPERIMENT)],
+            env=env, cwd=folder, timeout=600, capture_output=True, check=False,
+        )  # fmt: skip
+    finally:
+        manager.down(state["dir"])
+    seconds = time.monotonic() - started
+    verdict = read_verdict(str(journal_path))
+    journal = json.loads(journal_path.read_text()) if journal_path.exists() else {}
+    probe = after_probe(journal)
+    expected_outcome, key = CASES[case]
+    named = list(probe.get(key) or []) if key else []
+    named_ok = key is None or (bool(named) and set(named) <= acknowledged(journal))
+    return {
+        "outcome": verdict.outcome,
+        "caught": verdict.outcome == expected_outcome and named_ok,
+        "named": len(named),
+        "seconds": seconds,
+    }
+
+
+def start_burners(count: int) -> list[subprocess.Popen]:
+    """CPU-burning children, each ending by itself after BURN_SECONDS_LIMIT."""
+    code = f"import time\nend=time.time()+{BURN_SECONDS_LIMIT}\nwhile time.time()<end: pass"
+    return [
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        for _ in range(count)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="runs per case")
+    parser.add_argument("--burn", type=int, default=0, help="CPU burners alongside")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated")
+    args = parser.parse_args(argv)
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = [case for case in cases if case not in CASES]
+    if unknown or args.runs < 1 or args.burn < 0:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    burners = start_burners(args.burn)
+    rows = []
+    try:
+        for case in cases:
+            results = []
+            for number in range(args.runs):
+                with tempfile.TemporaryDirectory(prefix="pika-detect-") as tmp:
+                    result = run_once(case, Path(tmp))
+                results.append(result)
+                print(
+                    f"{case} run {number + 1}/{args.runs}: {result['outcome']}, "
+                    f"{result['named']} ids named, {result['seconds']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            rows.append((case, results))
+    finally:
+        for burner in burners:
+            burner.send_signal(signal.SIGKILL)
+            burner.wait()
+    expect = {"healthy": "passes"}
+    print(
+        f"\nworker-crash.json at its shipped settings, {args.burn} CPU burners alongside"
+    )
+    print("| case | expected | caught / runs | ids named (min-max) | seconds per run |")
+    print("|---|---|---|---|---|")
+    for case, results in rows:
+        caught = sum(result["caught"] for result in results)
+        named = [result["named"] for result in results]
+        seconds = [result["seconds"] for result in results]
+        wanted = expect.get(case, f"deviates, names {CASES[case][1]}")
+        print(
+            f"| {case} | {wanted} | {caught}/{len(results)} | "
+            f"{min(named)}-{max(named)} | {min(seconds):.0f}-{max(seconds):.0f} |"
+        )
+    return 0 if all(all(r["caught"] for r in results) for _, results in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
