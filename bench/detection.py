@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [case for case in cases if case not in CASES]
     if unknown or args.runs < 1 or args.burn < 0:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    # SIGTERM ends the run like Ctrl-C: sandboxes and burners are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     burners = start_burners(args.burn)
     rows = []
     try:

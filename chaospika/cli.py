@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from chaospika import __version__
+from chaospika.ledger.cli import add_cleanup_commands
 from chaospika.load.cli import add_load_commands
 from chaospika.sandbox.bugs import KNOWN_BUGS, parse_bugs
 from chaospika.verdict.cli import add_verdict_commands
@@ -208,6 +209,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_sandbox_commands,
     add_load_commands,
     add_verdict_commands,
+    add_cleanup_commands,
 ]
 
 

@@ -21,6 +21,13 @@ MYSQL_ADMIN_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def own_ledger(tmp_path, monkeypatch):
+    """Each test writes its faults to its own ledger folder (children inherit it)."""
+    monkeypatch.setenv("CHAOSPIKA_LEDGER_DIR", str(tmp_path / "ledger"))
+    monkeypatch.delenv("CHAOSPIKA_RUN_ID", raising=False)
+
+
 @pytest.fixture
 def redis_url(tmp_path):
     """A fresh Redis server on a free loopback port, stopped after the test."""

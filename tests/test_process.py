@@ -190,12 +190,15 @@ def test_reused_pid_is_neither_running_nor_killed(tmp_path, owned):
 def test_pause_and_resume_are_safe_twice(tmp_path, owned):
     _, pidfile, _ = launch(tmp_path, owned)
 
-    assert pause_process(pidfile) == {
+    paused = pause_process(pidfile)
+    assert paused == {
         "pid": int(read(pidfile)),
         "paused": True,
         "was_paused": False,
+        "fault": paused["fault"],
     }
-    assert pause_process(pidfile)["was_paused"] is True
+    again = pause_process(pidfile)
+    assert again["was_paused"] is True and "fault" not in again
     info = process_info(pidfile)
     assert info["paused"] is True and info["state"] == "stopped"
     assert process_running(pidfile) is True

@@ -2,7 +2,9 @@
 
 A process is named by its pidfile (or pid), never by a name pattern. Before a kill,
 the way to start the process again is recorded in ``<pidfile>.cmd.json``, which
-`start_process` uses when no `command` is given.
+`start_process` uses when no `command` is given. Every kill and pause goes through
+the fault ledger first; their undos, `undo_kill` and `undo_pause`, sit beside them
+(called by the ledger, not activities) and are safe to run twice.
 """
 
 import logging
@@ -12,8 +14,10 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaospika import ledger
 from chaospika._validate import require_duration, require_path
-from chaospika.process import _pidfile
+from chaospika.ledger import watchdog
+from chaospika.process import _guard, _pidfile
 from chaospika.process._pidfile import Target
 
 __all__ = [
@@ -34,32 +38,64 @@ def kill_process(
     pid: int = None,
     signal: str = "SIGKILL",
     timeout: float = 5.0,
+    ttl: float = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
     """Send `signal` (default SIGKILL) to the process of `pidfile` or `pid`.
 
     Exactly one of `pidfile`/`pid`. With a pidfile, ``<pidfile>.cmd.json`` is
-    written first (unless it exists) so `start_process` can restart the process.
-    For SIGKILL/SIGTERM/SIGINT/SIGQUIT it waits up to `timeout` (seconds or "500ms") for the exit.
-    A process that is already gone is not an error: ``killed`` is false.
+    written first (unless it exists) and the kill is recorded in the fault ledger
+    with its undo (start the process again from that record); a kill by `pid`
+    alone cannot be undone. For SIGKILL/SIGTERM/SIGINT/SIGQUIT it waits up to
+    `timeout` (seconds or "500ms") for the exit. With `ttl` (seconds or "5m") a
+    detached watchdog restarts the process when the ttl has passed and no Chaos
+    Toolkit process is left to do it. A process already gone is not an error:
+    ``killed`` is false.
     """
     chosen = _pidfile.parse_signal(signal)
     wait = require_duration("timeout", timeout, maximum=600)
+    life = None if ttl is None else require_duration("ttl", ttl, allow_equal=False)
     target = _pidfile.locate(pidfile, pid, missing_ok=False)
     result = {"pid": target.pid, "pidfile": target.pidfile, "signal": chosen.name}
     if not target.alive:
         return {**result, "killed": False, "exited": True, "reason": target.reason}
     recorded = _pidfile.record_command(target)
+    undo = None
+    if target.pidfile and recorded:
+        undo = {
+            "module": __name__,
+            "func": "undo_kill",
+            "args": {"pidfile": target.pidfile},
+        }
+    fault = ledger.record("process.kill", dict(result), undo, ttl=life)
+    if life is not None:
+        watchdog.arm(fault)
     gone = _pidfile.send_signal(target, chosen)
     if gone:
+        ledger.resolve("process.kill", {"pid": target.pid}, "already gone")
         return {**result, "killed": False, "exited": True, "reason": gone}
     logger.info("sent %s to process %s (%s)", chosen.name, target.pid, target.pidfile)
     if chosen.name in TERMINATING:
         exited = _pidfile.wait_until_gone(target, wait)
     else:
         exited = _pidfile.wait_until_gone(target, 0)
-    return {**result, "killed": True, "exited": exited, "recorded": recorded}
+    ledger.applied(fault, exited=exited)
+    return {
+        **result,
+        "killed": True,
+        "exited": exited,
+        "recorded": recorded,
+        "fault": fault.id,
+        "undoable": undo is not None,
+    }
+
+
+def undo_kill(pidfile: str) -> dict:
+    """Ledger undo of a kill: start the process of `pidfile` unless it runs again."""
+    return _start(
+        require_path("pidfile", pidfile, must_exist=False), None, None, None, None, 0.5
+    )
 
 
 def _argv(command: Any) -> list[str]:
@@ -132,6 +168,20 @@ def start_process(
     `timeout` (seconds or "500ms").
     """
     path = require_path("pidfile", pidfile, must_exist=False)
+    started = _start(path, command, cwd, env, log_file, timeout)
+    ledger.resolve("process.kill", {"pidfile": path}, "start_process")
+    return started
+
+
+def _start(
+    path: str,
+    command: list | None,
+    cwd: str | None,
+    env: dict | None,
+    log_file: str | None,
+    timeout: Any,
+) -> dict:
+    """Start the process of the pidfile `path` unless it runs (see start_process)."""
     wait = require_duration("timeout", timeout, maximum=600)
     target = _pidfile.locate(path, None, missing_ok=True)
     if target.alive:
@@ -201,14 +251,50 @@ def restart_process(
 def pause_process(
     pidfile: str = None,
     pid: int = None,
+    ttl: float = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
     """Freeze the process of `pidfile` or `pid` with SIGSTOP (undo: resume_process).
 
-    Safe to call twice. A process that is not running is not an error.
+    Recorded in the fault ledger first. With `ttl` (seconds or "5m") a detached
+    watchdog resumes it when the ttl has passed and no Chaos Toolkit process is
+    left to do it. Safe to call twice. A process that is not running is not an
+    error.
     """
-    return _freeze_or_thaw(pidfile, pid, freeze=True)
+    life = None if ttl is None else require_duration("ttl", ttl, allow_equal=False)
+    target = _pidfile.locate(pidfile, pid, missing_ok=False)
+    fault = None
+    if target.alive and _pidfile.proc_state(target.pid) not in ("T", "t"):
+        _guard.refuse_unsafe(target.pid, target.pidfile)
+        start = ledger.records.process_start(target.pid)
+        undo = {
+            "module": __name__,
+            "func": "undo_pause",
+            "args": {"pid": target.pid, "start": start},
+        }
+        where = {"pid": target.pid, "pidfile": target.pidfile, "start": start}
+        fault = ledger.record("process.pause", where, undo, ttl=life)
+        if life is not None:
+            watchdog.arm(fault)
+    result = _freeze_or_thaw(pidfile, pid, freeze=True)
+    if fault is not None:
+        if result.get("paused"):
+            ledger.applied(fault)
+            result["fault"] = fault.id
+        else:
+            ledger.resolve("process.pause", {"pid": target.pid}, "not paused")
+    return result
+
+
+def undo_pause(pid: int, start: int | None) -> dict:
+    """Ledger undo of a pause: SIGCONT `pid` if it is still that process."""
+    if start is None or ledger.records.process_start(pid) != start:
+        return {"pid": pid, "resumed": False, "reason": "the process is gone"}
+    result = _freeze_or_thaw(None, pid, freeze=False)
+    if _pidfile.proc_state(pid) in ("T", "t"):
+        raise ActivityFailed(f"process {pid} is still stopped after SIGCONT")
+    return result
 
 
 def resume_process(
@@ -221,7 +307,10 @@ def resume_process(
 
     A missing pidfile or a process that is gone is not an error for this undo.
     """
-    return _freeze_or_thaw(pidfile, pid, freeze=False)
+    result = _freeze_or_thaw(pidfile, pid, freeze=False)
+    if result.get("pid") is not None:
+        ledger.resolve("process.pause", {"pid": result["pid"]}, "resume_process")
+    return result
 
 
 def _freeze_or_thaw(pidfile: str | None, pid: int | None, freeze: bool) -> dict:
