@@ -8,6 +8,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from chaoslib.exceptions import ActivityFailed
 
+from chaospika._secrets import redact_text, redact_url
+
 __all__ = [
     "require_choice",
     "require_duration",
@@ -20,24 +22,30 @@ __all__ = [
 
 
 def require_url(name: str, value: Any, schemes: Iterable[str]) -> SplitResult:
-    """Return `value` parsed as a URL with one of `schemes` and a host."""
+    """Return `value` parsed as a URL with one of `schemes` and a host.
+
+    Error messages show the URL with its password masked (`redact_url`).
+    """
     schemes = tuple(schemes)
     if not isinstance(value, str) or not value.strip():
-        raise ActivityFailed(f"argument '{name}' must be a URL string, got {value!r}")
+        raise ActivityFailed(
+            f"argument '{name}' must be a URL string, got {redact_text(repr(value))}"
+        )
+    shown = repr(redact_url(value))
     try:
         parsed = urlsplit(value.strip())
         _ = parsed.port  # raises ValueError on a malformed port
     except ValueError as error:
         raise ActivityFailed(
-            f"argument '{name}' is not a valid URL ({error}): {value!r}"
-        )
+            f"argument '{name}' is not a valid URL ({redact_text(error)}): {shown}"
+        ) from None
     if parsed.scheme not in schemes:
         expected = ", ".join(f"{s}://" for s in schemes)
         raise ActivityFailed(
-            f"argument '{name}' must start with {expected}, got {value!r}"
+            f"argument '{name}' must start with {expected}, got {shown}"
         )
     if not parsed.hostname and not parsed.scheme.startswith(("sqlite", "unix")):
-        raise ActivityFailed(f"argument '{name}' has no host: {value!r}")
+        raise ActivityFailed(f"argument '{name}' has no host: {shown}")
     return parsed
 
 

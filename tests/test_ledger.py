@@ -118,14 +118,15 @@ def test_resume_process_closes_the_pause(sleeper):
 def test_ttl_restarts_the_process_after_its_owner_was_sigkilled(sleeper):
     """The dead man's switch: nobody is left to undo, the watchdog does it."""
     victim = pid_of(sleeper)
+    code = (
+        "import os, signal\n"
+        "from chaospika.process.actions import kill_process\n"
+        f"kill_process({sleeper!r}, ttl=1.0)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     owner = subprocess.run(
-        [sys.executable, "-c",
-         "import os, signal\n"
-         "from chaospika.process.actions import kill_process\n"
-         f"kill_process({sleeper!r}, ttl=1.0)\n"
-         "os.kill(os.getpid(), signal.SIGKILL)\n"],
-        timeout=60, check=False, capture_output=True,
-    )  # fmt: skip
+        [sys.executable, "-c", code], timeout=60, check=False, capture_output=True
+    )
     assert owner.returncode == -signal.SIGKILL
     assert not pid_alive(victim)
     began = time.monotonic()
