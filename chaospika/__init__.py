@@ -9,12 +9,18 @@ from chaoslib.discovery.discover import (
 )
 from chaoslib.types import DiscoveredActivities, Discovery
 
+from chaospika._secrets import install_log_filter
+
 try:
     __version__ = version("chaostoolkit-pika")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = ["__version__", "discover", "load_exported_activities"]
+
+# No password reaches the chaostoolkit log (console, --log-file): every record is
+# redacted (URL passwords, password=... pairs, the run's secret values).
+install_log_filter()
 
 # One entry per domain folder; each names its modules that export activities.
 ACTIVITY_MODULES = {

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from chaospika import __version__
+from chaospika._secrets import redact_url
 from chaospika.ledger.cli import add_cleanup_commands
 from chaospika.load.cli import add_load_commands
 from chaospika.sandbox.bugs import KNOWN_BUGS, parse_bugs
@@ -81,8 +82,8 @@ def _print_summary(state: dict) -> None:
     redis_kind = "embedded" if state.get("redis_embedded") else "external"
     print(f"  API     {state['api_url']}")
     print(f"  WS      {state['ws_url']}")
-    print(f"  Redis   {state['redis_url']}   ({redis_kind})")
-    print(f"  DB      {state['db_url']}")
+    print(f"  Redis   {redact_url(state['redis_url'])}   ({redis_kind})")
+    print(f"  DB      {redact_url(state['db_url'])}")
     print("  worker  consumer worker-<pid> of group inventory")
     print(f"  bugs    {', '.join(state['bugs']) or 'none'}")
     print(f"  pidfiles {' '.join(pidfiles)}")

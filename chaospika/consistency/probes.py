@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chaospika import _records
 from chaospika._clients import sql_engine
+from chaospika._secrets import redact_text
 from chaospika._validate import require_duration, require_int, require_text
 from chaospika.consistency.stock import StockFacts, judge
 from chaospika.load.session import RECORD_KIND
@@ -92,15 +93,15 @@ def stock_consistency(
             f"got {stock_key!r} ({error})"
         ) from None
     acknowledged = _acknowledged(load, acknowledged_ids)
-    drain, stuck = _drain_and_stuck(redis_url, stream, group, id_field, wait)
-    with _streams.connected(redis_url) as client:
+    drain, stuck = _drain_and_stuck(redis_url, stream, group, id_field, wait, secrets)
+    with _streams.connected(redis_url, secrets=secrets) as client:
         raw = client.get(key)
     try:
         redis_stock = int(raw) if raw is not None else None
     except ValueError:
         raise ActivityFailed(f"Redis key {key!r} holds {raw!r}, not a stock count")
     sql_stock, sql_initial, orders = _read_sql(
-        db_url, products_table, orders_table, names, product_id
+        db_url, products_table, orders_table, names, product_id, secrets
     )
     on_sale = sql_stock is not None or bool(orders) or redis_stock is not None
     if sql_initial is None and on_sale:
@@ -157,18 +158,23 @@ def _columns(columns: Any) -> dict[str, str | None]:
 
 
 def _drain_and_stuck(
-    redis_url: str, stream: str, group: str, id_field: str, wait: float
+    redis_url: str,
+    stream: str,
+    group: str,
+    id_field: str,
+    wait: float,
+    secrets: Secrets = None,
 ) -> tuple[dict, list[dict]]:
     """Wait for the drain; list what is still owed (none if the stream is absent)."""
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         present = bool(client.exists(stream.strip()))
     if not present:
         facts = {"drained": True, "drain_seconds": 0.0, "pending": 0, "lag": 0}
         return facts, []
-    drain = _streams.wait_drained(redis_url, stream, group, wait, 0.1)
+    drain = _streams.wait_drained(redis_url, stream, group, wait, 0.1, secrets)
     if drain["drained"]:
         return drain, []
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         return drain, _streams.outstanding(client, stream.strip(), group, id_field)
 
 
@@ -190,8 +196,9 @@ def _read_sql(
     orders_table: str,
     names: dict[str, str | None],
     product_id: str,
+    secrets: Secrets = None,
 ) -> tuple[int | None, int | None, list[tuple[str, str]]]:
-    engine = sql_engine(db_url)
+    engine = sql_engine(db_url, secrets=secrets)
     product_columns = [names["product_id"], names["stock"], names["initial_stock"]]
     products = table(products_table, *(column(c) for c in product_columns if c))
     order_columns = [names["order_id"], names["order_product_id"], names["sequence"]]
@@ -211,7 +218,7 @@ def _read_sql(
     except SQLAlchemyError as error:
         raise ActivityFailed(
             f"could not read stock and orders from SQL: {type(error).__name__}: "
-            f"{getattr(error, 'orig', None) or error}"
+            f"{redact_text(getattr(error, 'orig', None) or error)}"
         ) from None
     finally:
         engine.dispose()

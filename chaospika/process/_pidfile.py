@@ -20,6 +20,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaospika import _proc
 from chaospika._proc import command_file, log_tail, store_command, write_pidfile
+from chaospika._secrets import redact_argv
 from chaospika._validate import require_int, require_path
 from chaospika.process import _guard
 
@@ -276,7 +277,7 @@ def record_command(target: Target) -> str | None:
             "process %s rewrote its command line to %r: not recording it; "
             "restarting it needs an explicit 'command'",
             target.pid,
-            snapshot["argv"],
+            redact_argv(snapshot["argv"]),
         )
         return None
     _proc.write_json(path, snapshot)

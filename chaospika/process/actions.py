@@ -15,6 +15,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika import ledger
+from chaospika._secrets import redact_argv, redact_text
 from chaospika._validate import require_duration, require_path
 from chaospika.ledger import watchdog
 from chaospika.process import _guard, _pidfile
@@ -192,13 +193,14 @@ def _start(
     if command is not None:
         explicit = {**spec, "env": _environment(env), "inherit_env": True}
         _pidfile.store_command(path, explicit)
-    logger.info("started process %s from %s: %s", new_pid, path, spec["argv"])
+    shown = redact_argv(spec["argv"])
+    logger.info("started process %s from %s: %s", new_pid, path, shown)
     started = Target(new_pid, path)
     if _pidfile.wait_until_gone(started, wait):
         code = _pidfile.exit_code(new_pid)
-        tail = _pidfile.log_tail(spec["log"]) or "(no log output)"
+        tail = redact_text(_pidfile.log_tail(spec["log"]) or "(no log output)")
         raise ActivityFailed(
-            f"process {spec['argv']} exited with code {code} within {wait:g} s of "
+            f"process {shown} exited with code {code} within {wait:g} s of "
             f"starting; log {spec['log']!r} ends with:\n{tail}"
         )
     return {
@@ -206,7 +208,7 @@ def _start(
         "already_running": False,
         "pid": new_pid,
         "pidfile": path,
-        "argv": spec["argv"],
+        "argv": shown,
         "log": spec["log"],
     }
 

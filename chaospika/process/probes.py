@@ -2,6 +2,7 @@
 
 from chaoslib.types import Configuration, Secrets
 
+from chaospika._secrets import redact
 from chaospika.process import _pidfile
 
 __all__ = ["process_info", "process_running"]
@@ -35,4 +36,4 @@ def process_info(
     (running, sleeping, stopped...), paused, started_at (epoch seconds),
     uptime_seconds, threads and rss_bytes; otherwise the reason it is not running.
     """
-    return _pidfile.describe(_pidfile.locate(pidfile, pid, missing_ok=True))
+    return redact(_pidfile.describe(_pidfile.locate(pidfile, pid, missing_ok=True)))

@@ -16,8 +16,10 @@ from typing import Any
 
 import redis
 from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Secrets
 
 from chaospika._clients import redis_client
+from chaospika._secrets import redact_text, redact_url
 from chaospika._validate import require_duration, require_int, require_text
 
 __all__ = [
@@ -37,19 +39,27 @@ UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 def _where(client: redis.Redis) -> str:
     options = client.connection_pool.connection_kwargs
-    return options.get("path") or f"{options.get('host')}:{options.get('port')}"
+    where = options.get("path") or f"{options.get('host')}:{options.get('port')}"
+    return redact_url(where)
 
 
 @contextmanager
-def connected(redis_url: str) -> Iterator[redis.Redis]:
-    """Yield a client of `redis_url`; Redis errors become ActivityFailed."""
-    client = redis_client(redis_url)
+def connected(redis_url: str, secrets: Secrets = None) -> Iterator[redis.Redis]:
+    """Yield a client of `redis_url`; Redis errors become ActivityFailed.
+
+    A URL without a password uses the secret ``redis_password`` of `secrets`.
+    """
+    client = redis_client(redis_url, secrets=secrets)
     try:
         yield client
     except UNREACHABLE as error:
-        raise ActivityFailed(f"cannot reach Redis at {_where(client)}: {error}")
+        raise ActivityFailed(
+            f"cannot reach Redis at {_where(client)}: {redact_text(error)}"
+        )
     except redis.exceptions.RedisError as error:
-        raise ActivityFailed(f"Redis at {_where(client)} answered: {error}")
+        raise ActivityFailed(
+            f"Redis at {_where(client)} answered: {redact_text(error)}"
+        )
     finally:
         client.close()
 
@@ -119,7 +129,12 @@ def backlog(client: redis.Redis, stream: Any, group: Any) -> dict[str, int]:
 
 
 def wait_drained(
-    redis_url: str, stream: str, group: str, timeout: Any, interval: Any
+    redis_url: str,
+    stream: str,
+    group: str,
+    timeout: Any,
+    interval: Any,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Wait until the group has no lag and nothing pending, at most `timeout`.
 
@@ -131,7 +146,7 @@ def wait_drained(
     limit = require_duration("timeout", timeout, maximum=86400)
     pause = require_duration("interval", interval, allow_equal=False, maximum=3600)
     started = time.monotonic()
-    with connected(redis_url) as client:
+    with connected(redis_url, secrets=secrets) as client:
         facts: dict[str, int] | None = backlog(client, stream, group)
         at_start, last, problem = facts["backlog"], facts, ""
         for _ in range(int(limit / pause) + 2):
@@ -143,7 +158,7 @@ def wait_drained(
                 facts, problem = backlog(client, stream, group), ""
                 last = facts
             except UNREACHABLE as error:
-                facts, problem = None, f"Redis unreachable: {error}"
+                facts, problem = None, f"Redis unreachable: {redact_text(error)}"
     drained = bool(facts) and facts["backlog"] == 0
     result = {
         "drained": drained,
@@ -159,10 +174,15 @@ def wait_drained(
 
 
 def drain(
-    redis_url: str, stream: str, group: str, timeout: Any, interval: Any
+    redis_url: str,
+    stream: str,
+    group: str,
+    timeout: Any,
+    interval: Any,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Like `wait_drained`, but a backlog left after `timeout` raises ActivityFailed."""
-    result = wait_drained(redis_url, stream, group, timeout, interval)
+    result = wait_drained(redis_url, stream, group, timeout, interval, secrets)
     if result["drained"]:
         return result
     problem = f"; {result['error']}" if "error" in result else ""
@@ -220,6 +240,7 @@ def busy_consumers(
     min_lag: Any,
     timeout: Any,
     interval: Any,
+    secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Wait until every consumer of `group` has been away from the stream `busy_for`.
 
@@ -237,7 +258,7 @@ def busy_consumers(
     started = time.monotonic()
     seen: dict[str, Any] = {}
     armed = False
-    with connected(redis_url) as client:
+    with connected(redis_url, secrets=secrets) as client:
         require_text("group", group)
         while True:
             facts = backlog(client, stream, group)

@@ -23,7 +23,7 @@ def wait_for_drain(
     left. Returns {"drained": true, "drain_seconds", "backlog_at_start", ...}.
     To measure a drain that may not happen, use the probe `time_to_drain`.
     """
-    return _streams.drain(redis_url, stream, group, timeout, interval)
+    return _streams.drain(redis_url, stream, group, timeout, interval, secrets=secrets)
 
 
 def wait_for_busy_consumer(
@@ -46,5 +46,5 @@ def wait_for_busy_consumer(
     "lag", "consumer_count", "waited_seconds"}.
     """
     return _streams.busy_consumers(
-        redis_url, stream, group, busy_for, min_lag, timeout, interval
+        redis_url, stream, group, busy_for, min_lag, timeout, interval, secrets=secrets
     )

@@ -20,7 +20,7 @@ def stream_length(
     secrets: Secrets = None,
 ) -> int:
     """Return the number of entries in `stream` (XLEN); a missing stream fails."""
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         return int(client.xlen(_streams.require_stream(client, stream)))
 
 
@@ -32,7 +32,7 @@ def pending_count(
     secrets: Secrets = None,
 ) -> int:
     """Return the entries delivered to `group` but not acknowledged yet."""
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         return _streams.backlog(client, stream, group)["pending"]
 
 
@@ -48,7 +48,7 @@ def consumer_lag(
     Uses XINFO GROUPS ``lag`` when the server reports it (Redis >= 7), else counts
     the entries after the group's last-delivered-id with XRANGE.
     """
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         return _streams.backlog(client, stream, group)["lag"]
 
 
@@ -60,7 +60,7 @@ def queue_backlog(
     secrets: Secrets = None,
 ) -> dict:
     """Return {"lag", "pending", "backlog": lag + pending, "length"} of the group."""
-    with _streams.connected(redis_url) as client:
+    with _streams.connected(redis_url, secrets=secrets) as client:
         return _streams.backlog(client, stream, group)
 
 
@@ -80,4 +80,6 @@ def time_to_drain(
     Returns {"drained", "drain_seconds", "backlog_at_start", "lag", "pending",
     "backlog"}; put a tolerance on ``$.drained``.
     """
-    return _streams.wait_drained(redis_url, stream, group, timeout, interval)
+    return _streams.wait_drained(
+        redis_url, stream, group, timeout, interval, secrets=secrets
+    )

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chaospika import _proc
 from chaospika._clients import expand_sqlite, sql_engine
 from chaospika._ports import wait_for_port
+from chaospika._secrets import redact_url
 from chaospika.sandbox import schema
 from chaospika.sandbox.bugs import parse_bugs
 from chaospika.sandbox.redis_server import redis_command
@@ -296,7 +297,9 @@ def _new_state(
         _check_port("redis_port", redis_port)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
     elif not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
-        raise SandboxError(f"redis_url must be a redis:// URL, got {redis_url!r}")
+        raise SandboxError(
+            f"redis_url must be a redis:// URL, got {redact_url(redis_url)!r}"
+        )
     if isinstance(work_ms, bool) or not isinstance(work_ms, int | float) or work_ms < 0:
         raise SandboxError(f"work_ms must be a number >= 0, got {work_ms!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -328,7 +331,9 @@ def _prepare_data(state: dict) -> None:
     try:
         schema.ensure_group(client)
     except RedisError as error:
-        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
+        raise SandboxError(
+            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
+        ) from error
     finally:
         client.close()
     _create_tables(state)
@@ -343,7 +348,9 @@ def _create_tables(state: dict, drop_first: bool = False) -> None:
         schema.create_tables(engine, state["bugs"])
         engine.dispose()
     except (SQLAlchemyError, ActivityFailed, OSError) as error:
-        raise SandboxError(f"database {state['db_url']} unusable: {error}") from error
+        raise SandboxError(
+            f"database {redact_url(state['db_url'])} unusable: {error}"
+        ) from error
 
 
 def _service_argv(name: str, state: dict) -> list[str]:
@@ -470,13 +477,17 @@ def _stale_data(state: dict) -> list[str]:
         found += [f"{n} {name} rows" for name, n in schema.row_counts(engine) if n]
         engine.dispose()
     except (SQLAlchemyError, ActivityFailed, OSError) as error:
-        raise SandboxError(f"database {state['db_url']} unusable: {error}") from error
+        raise SandboxError(
+            f"database {redact_url(state['db_url'])} unusable: {error}"
+        ) from error
     client = _redis(state["redis_url"])
     try:
         length = client.xlen(schema.STREAM) if client.exists(schema.STREAM) else 0
         stock_key = next(client.scan_iter(match="stock:*", count=1000), None)
     except RedisError as error:
-        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
+        raise SandboxError(
+            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
+        ) from error
     finally:
         client.close()
     if length:
@@ -601,7 +612,9 @@ def _wipe(state: dict) -> int:
         deleted += client.delete(schema.STREAM)
         schema.ensure_group(client)
     except RedisError as error:
-        raise SandboxError(f"Redis {state['redis_url']} unusable: {error}") from error
+        raise SandboxError(
+            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
+        ) from error
     finally:
         client.close()
     _create_tables(state, drop_first=True)
@@ -624,7 +637,7 @@ def reset(dir: str | None = None, drain_timeout: float = 10.0) -> dict:
             _wait_drained(client, drain_timeout)
         except RedisError as error:
             raise SandboxError(
-                f"Redis {state['redis_url']} unusable: {error}"
+                f"Redis {redact_url(state['redis_url'])} unusable: {error}"
             ) from error
         finally:
             client.close()

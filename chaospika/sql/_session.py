@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from chaospika._clients import sql_engine
+from chaospika._secrets import masked
 
 __all__ = ["masked", "read_only", "run_scalar"]
 
@@ -44,11 +45,6 @@ READ_ONLY_ERRNOS = {1792}  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
 # Interrupted (1317) or lost the connection (2013, the driver's read timeout):
 # a timeout only when the deadline has passed.
 LATE_ERRNOS = {1317, 2013}
-
-
-def masked(url: URL) -> str:
-    """Return `url` as text with its password replaced by ``***``."""
-    return url.render_as_string(hide_password=True)
 
 
 def _sqlite_read_only_url(url: URL) -> URL:
@@ -68,9 +64,9 @@ def _sqlite_read_only_url(url: URL) -> URL:
     )
 
 
-def _engine(db_url: str, timeout: float) -> Engine:
+def _engine(db_url: str, timeout: float, secrets: Any = None) -> Engine:
     """Return an unpooled engine for `db_url` with connect and read timeouts."""
-    checked = sql_engine(db_url)  # validates the URL and the driver
+    checked = sql_engine(db_url, secrets=secrets)  # validates URL and driver
     url = checked.url
     checked.dispose()
     backend = url.get_backend_name()
@@ -197,12 +193,13 @@ def run_scalar(
     params: dict[str, Any],
     what: str,
     timeout: float,
+    secrets: Any = None,
 ) -> Any:
     """Run the SQL that `build(identifier_preparer)` returns; return its scalar.
 
     Database refusals and timeouts come back as ActivityFailed saying so.
     """
-    engine = _engine(db_url, timeout)
+    engine = _engine(db_url, timeout, secrets)
     expired: Callable[[], bool] = lambda: False
     try:
         with _session(engine, timeout) as conn:

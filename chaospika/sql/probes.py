@@ -77,7 +77,9 @@ def count_rows(
         sql = f"SELECT COUNT(*) FROM {name}"
         return f"{sql} WHERE ({condition})" if condition else sql
 
-    count = run_scalar(db_url, build, values, f"counting rows of {table!r}", seconds)
+    count = run_scalar(
+        db_url, build, values, f"counting rows of {table!r}", seconds, secrets
+    )
     return int(count)
 
 
@@ -104,5 +106,5 @@ def query_scalar(
     statement = check_sql("query", query)
     values = check_params(params)
     seconds = check_timeout(timeout)
-    value = run_scalar(db_url, lambda _: statement, values, "query", seconds)
+    value = run_scalar(db_url, lambda _: statement, values, "query", seconds, secrets)
     return _json_friendly(value)
