@@ -175,3 +175,11 @@ def test_a_missing_or_broken_journal_is_unreadable(content, tmp_path):
     )
     assert done.returncode == CODES["unreadable"]
     assert json.loads(done.stdout)["outcome"] == "unreadable"
+
+
+def test_a_fault_the_safety_control_could_not_undo_fails_the_run():
+    journal = variant(lambda j: None)
+    journal["pika_safety"] = {"errors": ["undo of f1 failed"], "outstanding": ["f1"]}
+    result = judge(journal)
+    assert result.outcome == "rollback-failed"
+    assert "faults left in force" in result.reasons[0]

@@ -4,7 +4,8 @@
 session. It polls the record: once it is undone (by the experiment, the safety
 control or `chaospika cleanup`) it exits; once the ttl has passed and the
 process that applied the fault is gone (SIGKILLed `chaos`, say) it undoes the
-fault itself. It gives up an hour past the ttl, and retries a failed undo until then.
+fault itself. It gives up an hour past the ttl, and after five failed undos
+(the record keeps the error for `chaospika cleanup`).
 """
 
 import logging
@@ -23,6 +24,7 @@ __all__ = ["arm", "watch"]
 
 POLL_SECONDS = 0.2
 GIVE_UP_AFTER_SECONDS = 3600.0
+UNDO_ATTEMPTS = 5
 
 logger = logging.getLogger("chaospika.ledger.watchdog")
 
@@ -45,6 +47,7 @@ def arm(fault: Fault) -> int:
 
 def watch(fault_id: str, poll: float = POLL_SECONDS) -> str:
     """Watch `fault_id` until it is undone, by others or by this; return how it ended."""
+    attempts = 0
     while True:
         fault = get(fault_id)
         if fault is None or not fault.open:
@@ -60,6 +63,10 @@ def watch(fault_id: str, poll: float = POLL_SECONDS) -> str:
                 undo(fault_id, by="ttl")
                 return "undone at ttl"
             except ActivityFailed as error:
+                attempts += 1
+                if attempts >= UNDO_ATTEMPTS:
+                    logger.error("undo at ttl failed %d times: %s", attempts, error)
+                    return "undo failed; run chaospika cleanup"
                 logger.warning("undo at ttl failed, retrying: %s", error)
                 time.sleep(1.0)
         time.sleep(poll)

@@ -6,7 +6,7 @@ from chaoslib import substitute
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaospika._validate import require_number, require_text
+from chaospika._validate import require_duration, require_text
 from chaospika.load import lifecycle
 from chaospika.load.errors import ScenarioError
 from chaospika.load.session import LoadSession, get_session, load_spec_file
@@ -48,7 +48,7 @@ def run_load(
     # in configuration, say) are filled too.
     spec = substitute(spec, configuration or {}, secrets or {})
     if max_duration is not None:
-        max_duration = require_number("max_duration", max_duration, allow_equal=False)
+        max_duration = require_duration("max_duration", max_duration, allow_equal=False)
     running = get_session(name)
     if running is not None and not running.done.is_set():
         raise ActivityFailed(f"argument 'name': a load named {name!r} is running")
@@ -75,7 +75,7 @@ def stop_load(
     load has not ended within `timeout` seconds.
     """
     name = require_text("name", name)
-    timeout = require_number("timeout", timeout, allow_equal=False)
+    timeout = require_duration("timeout", timeout, allow_equal=False)
     session = get_session(name)
     if session is None:
         raise ActivityFailed(f"argument 'name': no load named {name!r} has started")

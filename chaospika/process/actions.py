@@ -93,10 +93,15 @@ def kill_process(
 
 
 def undo_kill(pidfile: str) -> dict:
-    """Ledger undo of a kill: start the process of `pidfile` unless it runs again."""
-    return _start(
-        require_path("pidfile", pidfile, must_exist=False), None, None, None, None, 0.5
-    )
+    """Ledger undo of a kill: start the process of `pidfile` unless it runs again.
+
+    A pidfile removed since the kill means the service was stopped on purpose
+    (`sandbox down`, say): nothing is started then.
+    """
+    path = require_path("pidfile", pidfile, must_exist=False)
+    if not os.path.exists(path):
+        return {"started": False, "reason": f"pidfile {path!r} was removed"}
+    return _start(path, None, None, None, None, 0.5)
 
 
 def _argv(command: Any) -> list[str]:

@@ -181,6 +181,12 @@ def judge(journal: Any) -> Verdict:
     crossed = [c.name for c in checks if c.kind == "threshold" and not c.ok]
     if crossed:
         found["threshold-failed"] = f"load thresholds failed: {', '.join(crossed)}"
+    safety = journal.get("pika_safety") or {}
+    for error in safety.get("errors") or []:
+        checks.append(Check("rollback", "safety control undo", False, _brief(error)))
+    if safety.get("outstanding"):
+        left = ", ".join(map(str, safety["outstanding"]))
+        checks.append(Check("rollback", "faults left in force", False, left))
     undone = [c.name for c in checks if c.kind == "rollback" and not c.ok]
     if undone:
         found["rollback-failed"] = f"rollbacks failed: {', '.join(undone)}"
