@@ -232,13 +232,13 @@ def configuration(system: dict) -> dict[str, Any]:
         "worker_pidfile": system["pidfile"],
         "product_id": f"sku-{uuid.uuid4().hex[:10]}",
         "initial_stock": INITIAL_STOCK,
-        # 300 purchases/s sell the 600 units in about 2 s, then 2 s of 410s; the
-        # worker, 10 per batch at 5 ms each plus the commit, stores under 200/s,
-        # so within a few batches it holds one while more than 10 wait.
-        "order_rate": 300,
-        "load_duration": "4s",
+        # 20 buyers every 70 ms (~280 purchases/s) sell the 600 units in about
+        # 2 s, then 2 s of 410s; the worker, 10 per batch at 5 ms each plus the
+        # commit, stores under 200/s, so within a few batches it holds one while
+        # more than 10 wait.
         "customers": 20,
-        "max_customers": 100,
+        "think_time": "70ms",
+        "load_duration": "4s",
         "worker_busy_for": "20ms",
         "worker_min_lag": 10,
         "worker_down_seconds": 2.0,

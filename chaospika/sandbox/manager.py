@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -210,6 +210,20 @@ def _redis(url: str) -> redis.Redis:
     )
 
 
+@contextlib.contextmanager
+def _sandbox_redis(state: dict) -> Iterator[redis.Redis]:
+    """A client of the sandbox's Redis; its errors become SandboxError."""
+    client = _redis(state["redis_url"])
+    try:
+        yield client
+    except RedisError as error:
+        raise SandboxError(
+            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
+        ) from error
+    finally:
+        client.close()
+
+
 def _worker_seen(client: redis.Redis, pid: int | None, since: float) -> bool:
     """True if the worker process `pid` read the stream after the time `since`."""
     if pid is None:
@@ -327,15 +341,8 @@ def _new_state(
 
 def _prepare_data(state: dict) -> None:
     """Create the stream's consumer group and the SQL tables."""
-    client = _redis(state["redis_url"])
-    try:
+    with _sandbox_redis(state) as client:
         schema.ensure_group(client)
-    except RedisError as error:
-        raise SandboxError(
-            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
-        ) from error
-    finally:
-        client.close()
     _create_tables(state)
 
 
@@ -480,16 +487,9 @@ def _stale_data(state: dict) -> list[str]:
         raise SandboxError(
             f"database {redact_url(state['db_url'])} unusable: {error}"
         ) from error
-    client = _redis(state["redis_url"])
-    try:
+    with _sandbox_redis(state) as client:
         length = client.xlen(schema.STREAM) if client.exists(schema.STREAM) else 0
         stock_key = next(client.scan_iter(match="stock:*", count=1000), None)
-    except RedisError as error:
-        raise SandboxError(
-            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
-        ) from error
-    finally:
-        client.close()
     if length:
         found.append(f"{length} entries in {schema.STREAM}")
     if stock_key:
@@ -606,17 +606,10 @@ def _delete_keys(client: redis.Redis, pattern: str) -> int:
 
 def _wipe(state: dict) -> int:
     """Delete the sandbox's Redis keys, recreate stream and group, recreate the tables."""
-    client = _redis(state["redis_url"])
-    try:
+    with _sandbox_redis(state) as client:
         deleted = _delete_keys(client, "stock:*") + _delete_keys(client, "idem:*")
         deleted += client.delete(schema.STREAM)
         schema.ensure_group(client)
-    except RedisError as error:
-        raise SandboxError(
-            f"Redis {redact_url(state['redis_url'])} unusable: {error}"
-        ) from error
-    finally:
-        client.close()
     _create_tables(state, drop_first=True)
     return deleted
 
@@ -632,14 +625,7 @@ def reset(dir: str | None = None, drain_timeout: float = 10.0) -> dict:
     if not state:
         raise SandboxError(f"sandbox is not running (no state.json in {folder})")
     if service_running(folder, "worker")[1]:
-        client = _redis(state["redis_url"])
-        try:
+        with _sandbox_redis(state) as client:
             _wait_drained(client, drain_timeout)
-        except RedisError as error:
-            raise SandboxError(
-                f"Redis {redact_url(state['redis_url'])} unusable: {error}"
-            ) from error
-        finally:
-            client.close()
     deleted = _wipe(state)
     return {"dir": folder, "deleted_keys": deleted, "tables": ["products", "orders"]}
