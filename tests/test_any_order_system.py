@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from sandbox_fixtures import stop_process
 
 from chaospika._ports import free_port, wait_for_port
 
@@ -70,17 +71,6 @@ def stop_pid(pid: int, timeout: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def stop_popen(process: subprocess.Popen, timeout: float = 5.0) -> None:
-    """Stop a process this test started and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what`."""
     deadline = time.monotonic() + timeout
@@ -123,7 +113,7 @@ def redis_b(tmp_path: Path) -> Iterator[str]:
         assert wait_for_port("127.0.0.1", port, 10), "redis-server did not start"
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        stop_popen(process)
+        stop_process(process, timeout=5.0)
 
 
 @pytest.fixture
@@ -195,7 +185,7 @@ def service_b(
     if pid and alive(pid) and runs_module(pid, WORKER_MODULE):
         stop_pid(pid)  # the worker the experiment restarted
     for process in reversed(started):
-        stop_popen(process)
+        stop_process(process, timeout=5.0)
 
 
 # -- the experiment --------------------------------------------------------------

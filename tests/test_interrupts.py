@@ -6,40 +6,27 @@ lets `chaospika cleanup`, or the ttl watchdog, put the worker back.
 """
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from chaos_runs import (
+    CHAOSPIKA,
+    EXPERIMENT,
+    chaos_argv,
+    ledger_files,
+    sandbox_env,
+    verdict,
+)
 from sandbox_fixtures import pid_alive, wait_until
 
 from chaospika import _proc
 from chaospika.ledger import store
 from chaospika.process.probes import process_running
 
-EXPERIMENT = (
-    Path(__file__).resolve().parent.parent / "experiments" / "worker-crash.json"
-)
-CHAOS = Path(sys.executable).with_name("chaos")
-CHAOSPIKA = Path(sys.executable).with_name("chaospika")
-
 pytestmark = pytest.mark.slow
-
-
-def sandbox_env(state: dict) -> dict:
-    """The environment that points the experiment at `state`'s sandbox."""
-    return dict(
-        os.environ,
-        PIKA_API_URL=state["api_url"],
-        PIKA_REDIS_URL=state["redis_url"],
-        PIKA_DB_URL=state["db_url"],
-        PIKA_WORKER_PIDFILE=state["pidfiles"]["worker"],
-        PIKA_PRODUCT_ID=f"sale-{uuid.uuid4().hex[:8]}",
-    )
 
 
 def start_chaos(
@@ -49,15 +36,7 @@ def start_chaos(
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "chaos.out", "ab") as output:
         return subprocess.Popen(
-            [
-                str(CHAOS),
-                "--log-file",
-                str(folder / "chaos.log"),
-                "run",
-                "--journal-path",
-                str(folder / "journal.json"),
-                str(experiment),
-            ],
+            chaos_argv(folder, experiment),
             env=sandbox_env(state),
             cwd=folder,
             stdin=subprocess.DEVNULL,
@@ -85,20 +64,6 @@ def wait_for_the_restart(chaos: subprocess.Popen, state: dict, pid: int) -> None
 
     wait_until(restarted, 60, 0.01)
     assert chaos.poll() is None, "chaos ended before the restart"
-
-
-def ledger_files() -> list[str]:
-    return sorted(n for n in os.listdir(store.ledger_dir()) if n.endswith(".json"))
-
-
-def verdict(journal_path: Path) -> int:
-    done = subprocess.run(
-        [str(CHAOSPIKA), "verdict", str(journal_path)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode
 
 
 def cleanup() -> subprocess.CompletedProcess:

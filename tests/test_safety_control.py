@@ -1,24 +1,16 @@
 """The safety control's pre-flight and dry run, through real `chaos run`s on a sandbox."""
 
 import json
-import os
 import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from chaos_runs import EXPERIMENT, ledger_files, run_chaos, sandbox_env, verdict
 from sandbox_fixtures import pid_alive
 
 from chaospika import _proc
 from chaospika.controls import _faults
-from chaospika.ledger import store
 
-EXPERIMENT = (
-    Path(__file__).resolve().parent.parent / "experiments" / "worker-crash.json"
-)
-CHAOS = Path(sys.executable).with_name("chaos")
-CHAOSPIKA = Path(sys.executable).with_name("chaospika")
 SAFETY = "chaospika.controls.safety"
 
 
@@ -45,50 +37,9 @@ def experiment_copy(
     return path
 
 
-def run_chaos(state: dict, folder: Path, experiment: Path, *options: str) -> dict:
+def run_in_sandbox(state: dict, folder: Path, experiment: Path, *options: str) -> dict:
     """`chaos run [options] experiment` on the sandbox; return the journal."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        PIKA_API_URL=state["api_url"],
-        PIKA_REDIS_URL=state["redis_url"],
-        PIKA_DB_URL=state["db_url"],
-        PIKA_WORKER_PIDFILE=state["pidfiles"]["worker"],
-        PIKA_PRODUCT_ID=f"sale-{uuid.uuid4().hex[:8]}",
-    )
-    journal = folder / "journal.json"
-    subprocess.run(
-        [
-            str(CHAOS),
-            "--log-file",
-            str(folder / "chaos.log"),
-            "run",
-            "--journal-path",
-            str(journal),
-            *options,
-            str(experiment),
-        ],
-        env=env,
-        cwd=folder,
-        timeout=120,
-        capture_output=True,
-        check=False,
-    )
-    return json.loads(journal.read_text())
-
-
-def ledger_files() -> list[str]:
-    return [n for n in os.listdir(store.ledger_dir()) if n.endswith(".json")]
-
-
-def verdict(journal_path: Path) -> int:
-    done = subprocess.run(
-        [str(CHAOSPIKA), "verdict", str(journal_path)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode
+    return run_chaos(sandbox_env(state), folder, experiment, *options, timeout=120)
 
 
 def assert_refused_before_the_method(journal: dict, why: str) -> None:
@@ -119,7 +70,7 @@ def test_a_target_outside_the_allow_list_is_refused_before_the_method(
         controls.write_text(json.dumps({"safety": {"provider": provider}}))
         options = ["--control-file", str(controls)]
 
-    journal = run_chaos(state, tmp_path / "run", experiment, *options)
+    journal = run_in_sandbox(state, tmp_path / "run", experiment, *options)
 
     assert_refused_before_the_method(journal, "is not in allow_pidfiles")
     assert _proc.read_pid(state["pidfiles"]["worker"]) == worker
@@ -145,7 +96,7 @@ def test_a_fault_whose_target_resolves_to_nothing_is_refused(
         kill_pidfile=str(ghost),
     )
 
-    journal = run_chaos(state, tmp_path / "run", experiment)
+    journal = run_in_sandbox(state, tmp_path / "run", experiment)
 
     assert_refused_before_the_method(journal, "resolves to nothing")
     assert _proc.read_pid(state["pidfiles"]["worker"]) == worker
@@ -157,7 +108,7 @@ def test_a_dry_run_logs_the_plan_and_applies_nothing(make_sandbox, tmp_path):
     state = make_sandbox(tmp_path)
     worker = _proc.read_pid(state["pidfiles"]["worker"])
 
-    journal = run_chaos(state, tmp_path / "run", EXPERIMENT, "--dry", "actions")
+    journal = run_in_sandbox(state, tmp_path / "run", EXPERIMENT, "--dry", "actions")
 
     assert _proc.read_pid(state["pidfiles"]["worker"]) == worker
     assert pid_alive(worker)

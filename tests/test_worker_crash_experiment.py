@@ -1,19 +1,10 @@
 """`chaos run experiments/worker-crash.json` against real sandboxes, clean and with each seeded bug."""
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from chaos_runs import run_chaos, sandbox_env, verdict
 
-EXPERIMENT = (
-    Path(__file__).resolve().parent.parent / "experiments" / "worker-crash.json"
-)
-CHAOS = Path(sys.executable).with_name("chaos")
-CHAOSPIKA = Path(sys.executable).with_name("chaospika")
 CONSISTENCY = "no-order-lost-stuck-duplicated-or-oversold"
 
 pytestmark = pytest.mark.slow
@@ -21,33 +12,7 @@ pytestmark = pytest.mark.slow
 
 def run_experiment(state: dict, tmp_path: Path, **overrides: str) -> dict:
     """Run the experiment against `state`'s sandbox and return its journal."""
-    journal = tmp_path / "journal.json"
-    env = dict(
-        os.environ,
-        PIKA_API_URL=state["api_url"],
-        PIKA_REDIS_URL=state["redis_url"],
-        PIKA_DB_URL=state["db_url"],
-        PIKA_WORKER_PIDFILE=state["pidfiles"]["worker"],
-        PIKA_PRODUCT_ID=f"sale-{uuid.uuid4().hex[:8]}",
-    )
-    env.update(overrides)
-    subprocess.run(
-        [
-            str(CHAOS),
-            "--log-file",
-            str(tmp_path / "chaos.log"),
-            "run",
-            "--journal-path",
-            str(journal),
-            str(EXPERIMENT),
-        ],
-        env=env,
-        cwd=tmp_path,
-        timeout=240,
-        capture_output=True,
-        check=False,
-    )
-    return json.loads(journal.read_text())
+    return run_chaos(sandbox_env(state, **overrides), tmp_path, timeout=240)
 
 
 def probe_output(journal: dict, phase: str, name: str):
@@ -66,18 +31,6 @@ def method_output(journal: dict, name: str):
 
 def acknowledged_ids(journal: dict) -> set:
     return set(method_output(journal, "customers-place-orders")["captures"]["order_id"])
-
-
-def verdict(journal_path: Path) -> int:
-    """Exit code of `chaospika verdict` on a journal."""
-    done = subprocess.run(
-        [str(CHAOSPIKA), "verdict", str(journal_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode
 
 
 def test_worker_crash_loses_nothing_on_a_correct_system(make_sandbox, tmp_path):
