@@ -13,6 +13,7 @@ from chaoslib.exceptions import ActivityFailed
 from sandbox_fixtures import pid_alive, wait_until
 
 from chaospika import ledger
+from chaospika.ledger import store
 from chaospika.process.actions import (
     kill_process,
     pause_process,
@@ -156,3 +157,38 @@ def test_a_kill_by_pid_alone_is_recorded_as_not_undoable(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_prune_deletes_only_old_undone_records_and_their_files(tmp_path):
+    done = ledger.record("test.fault", {"where": "a"}, None)
+    ledger.resolve("test.fault", {"where": "a"}, "test")
+    still_open = ledger.record("test.fault", {"where": "b"}, None)
+    snapshot = Path(store.ledger_dir()) / "snapshots" / f"{done.id}.dump"
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(b"saved keys")
+
+    assert ledger.prune(3600) == []  # undone just now: kept
+    assert ledger.prune(0, now=time.time() + 1) == [done.id]
+    assert ledger.get(done.id) is None and not snapshot.exists()
+    assert ledger.get(still_open.id).open  # open records are never pruned
+
+
+def test_cleanup_prune_from_the_command_line():
+    done = ledger.record("test.fault", {"where": "c"}, None)
+    ledger.resolve("test.fault", {"where": "c"}, "test")
+    chaospika = Path(sys.executable).with_name("chaospika")
+    printed = subprocess.run(
+        [str(chaospika), "cleanup", "--prune", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "pruned 1 undone record(s)" in printed
+    assert ledger.get(done.id) is None
+    refused = subprocess.run(
+        [str(chaospika), "cleanup", "--prune", "soon"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2 and "must be an age" in refused.stderr

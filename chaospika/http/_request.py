@@ -7,7 +7,10 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaospika._validate import require_int
 
-__all__ = ["_expected", "_headers", "_opener"]
+__all__ = ["BODY_LIMIT", "_expected", "_headers", "_opener"]
+
+# The most of a response body an activity reads (and returns).
+BODY_LIMIT = 64 * 1024
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

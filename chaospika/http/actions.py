@@ -11,14 +11,13 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika._validate import require_choice, require_duration, require_url
-from chaospika.http._request import _expected, _headers, _opener
+from chaospika.http._request import BODY_LIMIT, _expected, _headers, _opener
 
 __all__ = ["send_request"]
 
 logger = logging.getLogger("chaostoolkit")
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-BODY_LIMIT = 64 * 1024
 
 
 def send_request(

@@ -10,12 +10,11 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika._validate import require_choice, require_duration, require_url
-from chaospika.http._request import _expected, _headers, _opener
+from chaospika.http._request import BODY_LIMIT, _expected, _headers, _opener
 
 __all__ = ["availability"]
 
 MAX_ATTEMPTS = 100_000
-BODY_LIMIT = 64 * 1024
 METHODS = ("GET", "HEAD", "OPTIONS")
 
 

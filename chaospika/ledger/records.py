@@ -16,6 +16,7 @@ __all__ = [
     "outstanding",
     "owner_alive",
     "process_start",
+    "prune",
     "record",
     "resolve",
     "set_run_id",
@@ -140,6 +141,25 @@ def resolve(kind: str, match: dict[str, Any], how: str) -> list[str]:
         if _update(fault.id, state="undone", undone_at=time.time(), undone_by=how):
             done.append(fault.id)
     return done
+
+
+def prune(older_than: float, now: float | None = None) -> list[str]:
+    """Delete the records undone more than `older_than` seconds ago; return their ids.
+
+    Open records are never deleted, whatever their age: `chaospika cleanup` still
+    has to undo them.
+    """
+    limit = (time.time() if now is None else now) - older_than
+    pruned = []
+    for data in store.load_all():
+        undone_at = data.get("undone_at")
+        if data.get("state") != "undone" or not isinstance(undone_at, (int, float)):
+            continue
+        if undone_at <= limit:
+            with store.locked(data["id"]):
+                store.remove(data["id"])
+            pruned.append(data["id"])
+    return pruned
 
 
 def owner_alive(fault: Fault) -> bool:

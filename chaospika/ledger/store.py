@@ -6,12 +6,13 @@ files 0600). A record survives the process that wrote it, SIGKILL included.
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ledger_dir", "load", "load_all", "locked", "save"]
+__all__ = ["ledger_dir", "load", "load_all", "locked", "remove", "save"]
 
 
 def ledger_dir() -> str:
@@ -72,3 +73,22 @@ def locked(fault_id: str) -> Iterator[None]:
     finally:
         fcntl.flock(descriptor, fcntl.LOCK_UN)
         os.close(descriptor)
+
+
+def remove(fault_id: str) -> int:
+    """Delete the record `fault_id` and every file the ledger keeps for it.
+
+    That is ``<id>.json``, its lock, and files named ``<id>.*`` in the ledger's
+    sub-folders (a Redis snapshot, say). Returns how many files were deleted.
+    """
+    record = _path(fault_id)
+    folder = os.path.dirname(record)
+    pattern = glob.escape(fault_id)
+    paths = [record, record[: -len(".json")] + ".lock"]
+    paths += glob.glob(os.path.join(folder, "*", f"{pattern}.*"))
+    deleted = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            deleted += 1
+    return deleted
