@@ -45,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger("chaostoolkit")
 
-USER_AGENT = "chaostoolkit-pika/0.1 (k6-like load engine)"
+USER_AGENT = "Grafana k6/1.1.0"  # k6 1.1.0's: same bytes sent (data_sent) as k6
 DEFAULT_EXPECTED = frozenset(range(200, 400))
 DEFAULT_MAX_REDIRECTS = 10  # k6's maxRedirects
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))

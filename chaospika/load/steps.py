@@ -197,8 +197,8 @@ def _json_at(response: Response, keys: tuple[Any, ...]) -> Any:
 Check = Callable[[VU, Response], None]
 
 
-def _compile_check(field: str, spec: Any, ctx: _Context) -> tuple[Check, frozenset]:
-    """One check -> (run(vu, response), statuses it declares as expected)."""
+def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
+    """One check -> run(vu, response); it records to `checks` only (as in k6)."""
     spec = _mapping(field, spec)
     kinds = [k for k in ("status", "jsonpath", "body_contains") if k in spec]
     if len(kinds) != 1:
@@ -228,7 +228,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> tuple[Check, frozens
         def status_check(vu: VU, response: Response) -> None:
             vu.check(name, response.status in statuses, group)
 
-        return status_check, statuses
+        return status_check
     if kind == "body_contains":
         _only_keys(field, spec, ("body_contains", "name"))
         needle = compile_text(
@@ -242,7 +242,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> tuple[Check, frozens
             text = needle.value if needle.static else needle.render(vu)
             vu.check(name, text.encode() in response.body, group)
 
-        return body_check, frozenset()
+        return body_check
     _only_keys(field, spec, ("jsonpath", "exists", "equals", "name"))
     keys = compile_jsonpath(f"{field}.jsonpath", spec["jsonpath"])
     path = spec["jsonpath"]
@@ -261,7 +261,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> tuple[Check, frozens
         def exists_check(vu: VU, response: Response) -> None:
             vu.check(name, (_json_at(response, keys) is not _MISSING) == wanted, group)
 
-        return exists_check, frozenset()
+        return exists_check
     expected = compile_value(f"{field}.equals", spec["equals"], ctx.scenario)
     shown = json.dumps(spec["equals"], ensure_ascii=False)
     name = _check_name(field, spec, f"{path} == {shown}")
@@ -270,7 +270,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> tuple[Check, frozens
         value = expected.value if expected.static else expected.render(vu)
         vu.check(name, _json_at(response, keys) == value, group)
 
-    return equals_check, frozenset()
+    return equals_check
 
 
 def _check_name(field: str, spec: dict[str, Any], default: str) -> str:
@@ -358,11 +358,8 @@ class _RequestStep:
         self._compile_wire(target, headers, body)
 
         self.checks: list[Check] = []
-        declared: frozenset = frozenset()
         for i, item in enumerate(_list(f"{field}.checks", step.get("checks", []))):
-            check, statuses = _compile_check(f"{field}.checks[{i}]", item, ctx)
-            self.checks.append(check)
-            declared |= statuses
+            self.checks.append(_compile_check(f"{field}.checks[{i}]", item, ctx))
         self.captures = [
             _compile_capture(f"{field}.captures[{i}]", item)
             for i, item in enumerate(
@@ -374,8 +371,7 @@ class _RequestStep:
                 f"{where}.expectedStatuses", spec["expectedStatuses"]
             )
         else:
-            self.expected = DEFAULT_EXPECTED
-        self.expected = self.expected | declared
+            self.expected = DEFAULT_EXPECTED  # checks never change it (as in k6)
 
         self.name = (
             _static_text(f"{where}.name", spec["name"], ctx.scenario)

@@ -50,14 +50,15 @@ def http_tags(
     expected: bool,
     url: str | None = None,
 ) -> dict[str, str]:
-    """k6's tags of one request's samples."""
+    """k6's tags of one request's samples (url is the name for a named request)."""
     tags = dict(base)
     tags["name"] = name
     tags["method"] = method
     tags["status"] = str(status)
     tags["expected_response"] = "true" if expected else "false"
-    if url is not None:
-        tags["url"] = url
+    tags["url"] = name if url is None else url  # k6: a named request's url is its name
+    if status:
+        tags["proto"] = "HTTP/1.1"
     if error_code:
         tags["error_code"] = str(error_code)
         tags["error"] = error

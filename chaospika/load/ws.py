@@ -29,6 +29,7 @@ from time import perf_counter_ns
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from chaospika.load.http1 import USER_AGENT
 from chaospika.load.limits import current_budget
 
 try:
@@ -342,7 +343,7 @@ def _upgrade_request(
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key.decode()}",
         "Sec-WebSocket-Version: 13",
-        "User-Agent: chaostoolkit-pika/0.1 (k6-like load engine)",
+        f"User-Agent: {USER_AGENT}",
     ]
     lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
     return host, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode()

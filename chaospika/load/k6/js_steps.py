@@ -2,7 +2,7 @@
 
 The steps have been checked by `parse_spec`; this module only writes them as
 JavaScript with the same behaviour as the pika engine's steps.py: checks named
-alike, statuses listed in checks counted as expected responses, captures after
+alike, expected responses only from expectedStatuses (as in k6), captures after
 checks, `think` as k6's sleep, groups as k6's group().
 """
 
@@ -20,12 +20,12 @@ __all__ = ["StepWriter", "k6_duration"]
 _INDENT = "  "
 
 
-def k6_duration(value: Any, field: str) -> str:
-    """A spec duration (k6 string or seconds) as a k6 duration string."""
+def k6_duration(value: Any, field: str, per_second: float = 1000.0) -> str:
+    """A spec duration (k6 string, or a number of 1/per_second s) as a k6 string."""
     if isinstance(value, str):
         parse_duration(field, value)
         return value.strip()
-    milliseconds = parse_duration(field, value) * 1000
+    milliseconds = parse_duration(field, value, per_second=per_second) * 1000
     if milliseconds == int(milliseconds):
         return f"{int(milliseconds)}ms"
     return f"{milliseconds!r}ms"
@@ -150,19 +150,15 @@ class StepWriter:
 
     @staticmethod
     def _timeout(where: str, spec: dict[str, Any]) -> str:
-        return k6_duration(spec.get("timeout", DEFAULT_TIMEOUT), f"{where}.timeout")
+        timeout = spec.get("timeout", DEFAULT_TIMEOUT)  # a number: seconds (a step's)
+        return k6_duration(timeout, f"{where}.timeout", per_second=1.0)
 
     def _response_callback(self, field: str, step: dict[str, Any]) -> str | None:
-        """k6's expected statuses: the request's, plus those its checks accept."""
-        declared: list[int] = []
-        for check in step.get("checks", []):
-            if "status" in check:
-                declared += _status_values(check["status"])
+        """k6's expected statuses: the request's (checks never change them)."""
         given = step["request"].get("expectedStatuses")
-        if given is None and not declared:
+        if given is None:
             return None
-        expected = list(given) if given is not None else [{"min": 200, "max": 399}]
-        expected += sorted(set(declared))
+        expected = list(given)
         self._callbacks += 1
         name = f"PIKA_EXPECTED_{_identifier(self.scenario)}_{self._callbacks}"
         arguments = ", ".join(json.dumps(item) for item in expected)
