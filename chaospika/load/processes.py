@@ -28,6 +28,7 @@ from chaospika.load.limits import rss_mb
 from chaospika.load.progress import ProgressMeter, Totals
 from chaospika.load.runner import (
     STOP_POLL,
+    AbortClock,
     LoadResult,
     LocalRun,
     ProgressCallback,
@@ -100,6 +101,7 @@ class _Coordinator:
         self.stopped_by: str | None = None
         self.failure: str | None = None
         self.planned = planned_vus(load)
+        self.abort_clock = AbortClock()
 
     def run(self) -> LoadResult:
         duration = 0.0
@@ -170,7 +172,11 @@ class _Coordinator:
         self.registry.add("vus", float(totals.vus))
         self.registry.add("vus_max", float(max(totals.vus_max, self.planned)))
         self.registry.tick(elapsed)
-        if self.load.thresholds.check_abort(self.registry, elapsed) is not None:
+        judged = self.abort_clock(elapsed)
+        hit = (
+            self.load.thresholds.check_abort(self.registry, elapsed) if judged else None
+        )
+        if hit is not None:
             self._halt("threshold")
         self._check_memory()
         if self.on_progress is not None:
@@ -266,9 +272,6 @@ class _Coordinator:
             worst_lag = max(worst_lag, final.get("worst_lag_ms", 0.0))
         for name, scenario in self.load.scenarios.items():
             outcomes.setdefault(name, Outcome(name, scenario.config.executor))
-        totals = self._sum_totals()
-        self.registry.add("vus", float(totals.vus))
-        self.registry.add("vus_max", float(max(totals.vus_max, self.planned)))
         self.registry.tick(duration)
         return load_result(
             self.load,

@@ -6,8 +6,10 @@ by its scenarios' durations plus gracefulStop, by `max_duration`, and by
 `stop_event` (anything with `is_set()`, checked every 20 ms). Every 50 ms the
 recorded values are folded into the metrics in short slices, so that no single
 fold holds the event loop for long. Once a second the
-runner records the vus/vus_max gauges, ticks the registry, evaluates
-abortOnFail thresholds and reports progress. `processes: N` runs go to
+runner records the vus/vus_max gauges (as k6: only then, so a run shorter than a
+second has none, and the last value is the last running count), ticks the
+registry and reports progress; every 2 s (k6's period) it evaluates abortOnFail
+thresholds. `processes: N` runs go to
 processes.py (spawned workers, so a script calling `run()` needs the usual
 `if __name__ == "__main__":` guard).
 """
@@ -38,7 +40,7 @@ from chaospika.load.scenario import LoadSpec, Scenario, parse_spec
 from chaospika.load.thresholds import thresholds_passed
 from chaospika.load.vu import capture_warnings
 
-__all__ = ["LoadResult", "run", "run_async"]
+__all__ = ["AbortClock", "LoadResult", "run", "run_async"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -48,6 +50,8 @@ MEMORY_POLL = 0.25  # seconds between two looks at the generator's memory
 STOP_POLL = 0.02  # seconds between two looks at the stop event and the deadline
 FOLD_PERIOD = 0.05  # seconds between two rounds of metric folding
 FOLD_ROUND = 64  # slices one round folds at most (each FOLD_SLICE values)
+ABORT_PERIOD = 2.0  # seconds between two abortOnFail judgements (k6's thresholds tick)
+ABORT_SLACK = 0.5  # a tick a little early still counts
 
 ProgressCallback = Callable[[dict], None]
 
@@ -349,6 +353,19 @@ class LocalRun:
                 logger.exception("load progress callback failed")
 
 
+class AbortClock:
+    """True every ABORT_PERIOD seconds: when k6 judges abortOnFail thresholds."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, elapsed: float) -> bool:
+        if elapsed - self.last < ABORT_PERIOD - ABORT_SLACK:
+            return False
+        self.last = elapsed
+        return True
+
+
 def planned_vus(load: LoadSpec, segment: Segment = WHOLE) -> int:
     """k6's vus_max at the start: the most VUs the scenarios plan at one time."""
     changes: list[tuple[float, int]] = []
@@ -408,11 +425,14 @@ async def _run_here(
     )
     meter = ProgressMeter()
     registry = load.registry
+    judged = AbortClock()
 
     def on_second(elapsed: float) -> None:
         local.record_gauges()
         registry.tick(elapsed)
-        hit = load.thresholds.check_abort(registry, elapsed)
+        hit = (
+            load.thresholds.check_abort(registry, elapsed) if judged(elapsed) else None
+        )
         if hit is not None:
             logger.warning(
                 "load aborted: threshold %s: %s crossed", hit.metric, hit.source
@@ -428,10 +448,8 @@ async def _run_here(
             totals.lag_sustained_ms = local.lag.sustained_p95_ms
             on_progress(meter.report(elapsed, totals))
 
-    local.record_gauges()
-    await local.run(on_second)
+    await local.run(on_second)  # like k6: vus/vus_max only at each whole second
     local.lag.close_second()
-    local.record_gauges()
     registry.tick(local.duration)
     outcomes = {name: outcome.to_dict() for name, outcome in local.outcomes.items()}
     return load_result(
