@@ -7,19 +7,26 @@ completely before any read, so a request costs a few list appends and no fold st
 the event loop for long. Sub-metrics (`name{tag:value}`) exist only for selectors that
 thresholds reference, and only metrics that have them look at the tags.
 
+Sums add values one by one in the order recorded, as k6 does (100 x 0.1 is
+9.99999999999998, not 10): a counter's count and a trend's avg equal k6's bit for bit.
 Trends keep their values exactly (k6's percentiles, bit for bit) up to `EXACT_LIMIT`
-values, then move to HDR histograms: values recorded in thousandths of the metric's unit
-(microseconds for time metrics) with 3 significant digits, up to 24 hours.
+values (8 bytes each), then move to HDR histograms: values recorded in thousandths of
+the metric's unit (microseconds for time metrics) with 3 significant digits, up to 24
+hours. Past EXACT_LIMIT a percentile is read at the centre of its bucket, so it is
+within `HDR_RELATIVE_ERROR` of k6's (relative), plus half a thousandth of the unit.
 `snapshot()` / `merge()` combine registries of several processes exactly: merged counts,
 sums, minima, maxima and histogram buckets equal those of one registry that saw
 everything.
 """
 
 import math
+import operator
 import re
+from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from functools import reduce
 from itertools import accumulate, compress
 from typing import Any
 
@@ -35,9 +42,11 @@ __all__ = [
     "FOLD_SLICE",
     "HDR_DIGITS",
     "HDR_HIGHEST",
+    "HDR_RELATIVE_ERROR",
     "KINDS",
     "Metric",
     "Registry",
+    "canonical_selector",
     "hdr_index",
     "parse_selector",
     "trend_stat",
@@ -45,7 +54,8 @@ __all__ = [
 
 KINDS = ("counter", "gauge", "rate", "trend")
 DEFAULT_TREND_STATS = ("avg", "min", "med", "max", "p(90)", "p(95)")
-EXACT_LIMIT = 4096  # trends keep raw values (exact k6 percentiles) up to this count
+EXACT_LIMIT = 250_000  # trends keep raw values (exact k6 percentiles) up to this count
+HDR_RELATIVE_ERROR = 2**-11  # half a bucket of a 3-digit HDR histogram (0.049 %)
 SCALE = 1000.0  # HDR units per metric unit: microseconds for millisecond trends
 HDR_HIGHEST = 86_400_000_000  # 24 hours in microseconds
 HDR_DIGITS = 3
@@ -96,6 +106,17 @@ def parse_selector(
             )
         pairs.append((key.strip().strip("\"'"), value.strip().strip("\"'")))
     return selector[:opening], tuple(pairs)
+
+
+def canonical_selector(selector: str) -> str:
+    """k6's name of a sub-metric: spaces inside the braces' ends trimmed, no more.
+
+    `http_reqs{ name : "login" }` is `http_reqs{name : "login"}`, as k6 1.1.0 writes it.
+    """
+    opening = selector.find("{")
+    if opening < 0 or not selector.endswith("}"):
+        return selector
+    return selector[: opening + 1] + selector[opening + 1 : -1].strip() + "}"
 
 
 def _tag_text(value: Any) -> str:
@@ -199,9 +220,8 @@ class CounterMetric(Metric):
         self.interval_total = 0.0
 
     def _absorb(self, batch: list) -> None:
-        batch_sum = math.fsum(batch)
-        self.total += batch_sum
-        self.interval_total += batch_sum
+        self.total = in_order_sum(batch, self.total)
+        self.interval_total = in_order_sum(batch, self.interval_total)
 
     def stats(self, duration: float) -> dict:
         """k6's summary values: count and rate (0 for a zero duration)."""
@@ -414,16 +434,19 @@ def _quantize(batch: list, low: float, high: float) -> Counter:
     return units if isinstance(units, Counter) else Counter(units)
 
 
-def _finite(batch: list) -> tuple[list, float]:
-    """The batch without NaN and infinities, and its exact sum."""
+def in_order_sum(values: Iterable[float], start: float = 0.0) -> float:
+    """start + v1 + v2 + ... added one by one, as k6 (Go) adds: no compensation."""
+    return reduce(operator.add, values, start)
+
+
+def _finite(batch: list) -> list:
+    """The batch without NaN and infinities."""
     try:
-        total = math.fsum(batch)
-    except (ValueError, OverflowError):
-        total = math.nan
-    if math.isfinite(total):
-        return batch, total
-    batch = [value for value in batch if math.isfinite(value)]
-    return batch, math.fsum(batch)
+        if math.isfinite(in_order_sum(batch)):
+            return batch
+    except OverflowError:  # ints too large for a float
+        pass
+    return [value for value in batch if math.isfinite(value)]
 
 
 def _interpolate(
@@ -446,7 +469,7 @@ class TrendMetric(Metric):
         self.total = 0.0
         self.min = math.inf
         self.max = -math.inf
-        self.raw: list[float] | None = []
+        self.raw: array | None = array("d")
         self.positive: HdrHistogram | None = None
         self.negative: HdrHistogram | None = None
         self._distribution: tuple[list[float], list[int]] | None = None
@@ -462,7 +485,7 @@ class TrendMetric(Metric):
 
     def _absorb(self, batch: list) -> None:
         size = len(batch)
-        batch, batch_sum = _finite(batch)
+        batch = _finite(batch)
         if len(batch) < size:  # NaN and infinities cannot be summarised: dropped
             self.samples -= size - len(batch)
             self.interval_samples -= size - len(batch)
@@ -470,11 +493,11 @@ class TrendMetric(Metric):
                 return
         low, high = min(batch), max(batch)
         units = _units(batch, low, high)
-        self.total += batch_sum
+        self.total = in_order_sum(batch, self.total)
         self.min = min(self.min, low)
         self.max = max(self.max, high)
         self._interval.update(units)
-        self._interval_total += batch_sum
+        self._interval_total = in_order_sum(batch, self._interval_total)
         self._interval_max = max(self._interval_max, high)
         self._distribution = None
         if self.raw is not None and len(self.raw) + len(batch) <= EXACT_LIMIT:
@@ -736,9 +759,12 @@ class Registry:
         name, tags = parse_selector(field, selector)
         if not tags:
             return self.metric(name, field)
+        canonical = canonical_selector(selector)
+        if canonical in self._submetrics:
+            return self._submetrics[canonical]
         parent = self.metric(name, field)
-        metric = _CLASSES[parent.kind](selector, parent.contains, parent, tags)
-        self._submetrics[selector] = metric
+        metric = _CLASSES[parent.kind](canonical, parent.contains, parent, tags)
+        self._submetrics[canonical] = metric
         self._routes.setdefault(name, []).append(_route_entry(tags, metric.append))
         return metric
 
