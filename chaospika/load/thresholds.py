@@ -9,9 +9,14 @@ Semantics copied from k6 (and checked against it, see tests/load/test_thresholds
   value), except a rate metric, whose thresholds then pass;
 - during the run (`check_abort`) metrics without samples are skipped; a failing
   threshold with `abortOnFail` stops the test once `delayAbortEval` has elapsed;
-- at the end (`final`) every threshold is judged.
+- at the end (`final`) every threshold is judged;
+- numbers are read like Go's ParseFloat (`1_000`, `0x1p4`), unknown keys of a
+  threshold object are ignored (with a warning), as k6 does. A percentile outside
+  0..100 or NaN is a ScenarioError here, where k6 1.1.0 accepts it and then crashes
+  (exit 109) when it evaluates it.
 """
 
+import logging
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +34,8 @@ __all__ = [
     "parse_thresholds",
     "thresholds_passed",
 ]
+
+logger = logging.getLogger("chaostoolkit")
 
 OPERATORS = ("<=", "<", ">=", ">", "===", "==", "!=")  # k6's scanning order
 _COMPARE = {
@@ -50,10 +57,33 @@ AGGREGATIONS = {
 _OPTION_KEYS = {"threshold", "abortOnFail", "delayAbortEval"}
 
 
+def _underscores_ok(text: str) -> bool:
+    """Go's underscoreOK: each '_' between two digits (or a base prefix and a digit)."""
+    body = text.lstrip("+-")
+    hexadecimal = body[:2].lower() == "0x"
+    saw = "0" if body[:2].lower() in ("0x", "0b", "0o") else "^"
+    for char in body[2:] if saw == "0" else body:
+        if char.isdigit() or hexadecimal and char.lower() in "abcdef":
+            saw = "0"
+        elif char == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"
+
+
 def _go_float(text: str) -> float | None:
     """Parse a number the way Go's strconv.ParseFloat does (None if it would fail)."""
-    if not text or text != text.strip() or "_" in text:
+    if not text or text != text.strip():
         return None
+    if "_" in text:
+        if not _underscores_ok(text):
+            return None
+        text = text.replace("_", "")
     try:
         return float(text)
     except ValueError:
@@ -188,10 +218,12 @@ def _parse_item(field: str, key: str, kind: str, item: Any) -> Threshold:
     abort, delay, source, source_field = False, None, item, field
     if isinstance(item, Mapping):
         unknown = sorted(set(item) - _OPTION_KEYS)
-        if unknown:
-            raise ScenarioError(
-                f"{field}.{unknown[0]}",
-                f"unknown option (expected {', '.join(sorted(_OPTION_KEYS))})",
+        if unknown:  # k6 ignores them too
+            logger.warning(
+                "%s: unknown threshold option %s ignored (known: %s)",
+                field,
+                ", ".join(map(repr, unknown)),
+                ", ".join(sorted(_OPTION_KEYS)),
             )
         source, source_field = item.get("threshold"), f"{field}.threshold"
         abort = item.get("abortOnFail", False)
@@ -200,7 +232,9 @@ def _parse_item(field: str, key: str, kind: str, item: Any) -> Threshold:
                 f"{field}.abortOnFail", f"expected true/false, got {abort!r}"
             )
         if item.get("delayAbortEval") is not None:
-            delay = parse_duration(f"{field}.delayAbortEval", item["delayAbortEval"])
+            delay = parse_duration(
+                f"{field}.delayAbortEval", item["delayAbortEval"], per_second=1000.0
+            )
     elif not isinstance(item, str):
         raise ScenarioError(
             field, f"expected an expression or {{'threshold': ...}}, got {item!r}"
@@ -236,11 +270,9 @@ def parse_thresholds(
         name, tags = parse_selector(key_field, key)
         if name not in registry:
             raise ScenarioError(key_field, f"no metric named {name!r}")
-        kind = (
-            registry.submetric(key, key_field).kind
-            if tags
-            else registry.metric(name).kind
-        )
+        metric = registry.submetric(key, key_field) if tags else registry.metric(name)
+        kind = metric.kind
+        key = metric.name if tags else key  # k6's sub-metric name: inner ends trimmed
         if not isinstance(items, list):
             raise ScenarioError(
                 key_field, f"expected a list of expressions, got {items!r}"

@@ -1,22 +1,32 @@
-"""k6-style durations ("1m30s", "250ms", "2h") and plain numbers of seconds."""
+"""k6-style durations ("1m30s", "250ms", "2h") and plain numbers.
+
+A number in a k6 option (duration, startTime, gracefulStop, timeUnit, stages,
+maxDuration, gracefulRampDown, delayAbortEval) is milliseconds, as in k6
+(`"duration": 2000` is 2 s): those callers pass `per_second=1000`. Elsewhere (a
+step's think time or request timeout, other chaospika modules) a number is seconds.
+"""
 
 import re
 from typing import Any
 
 from chaospika.load.errors import ScenarioError
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["OPTION_NUMBERS", "format_duration", "parse_duration"]
+
+OPTION_NUMBERS = 1000.0  # per_second of k6 options: their numbers are milliseconds
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h)")
 _SCALE = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(field: str, value: Any, allow_zero: bool = True) -> float:
-    """Return `value` in seconds; numbers are seconds, strings use k6 units."""
+def parse_duration(
+    field: str, value: Any, allow_zero: bool = True, per_second: float = 1.0
+) -> float:
+    """Return `value` in seconds; numbers count 1/per_second s, strings use k6 units."""
     if isinstance(value, bool):
         raise ScenarioError(field, f"expected a duration such as '30s', got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(value) / per_second
     elif isinstance(value, str) and value.strip():
         text = value.strip()
         parts = _PART.findall(text)

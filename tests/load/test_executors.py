@@ -349,18 +349,19 @@ def test_constant_arrival_rate_starts_iterations_on_the_absolute_schedule():
                   "duration": 0.5, "pre_allocated_vus": 2, "max_vus": 2})  # fmt: skip
     harness = Harness("constant-arrival-rate", plan)
     outcome = asyncio.run(harness.run(iteration))
-    assert outcome.completed == 25 and outcome.dropped == 0
+    # like k6: 0, 20, ..., 500 ms: one more iteration at exactly t = duration
+    assert outcome.completed == 26 and outcome.dropped == 0
     first = starts[0]
     lateness = [start - first - number * 0.02 for number, start in enumerate(starts)]
     assert max(abs(late) for late in lateness) < 0.01
-    assert harness.registry.totals["iterations"] == 25
+    assert harness.registry.totals["iterations"] == 26
 
 
 def test_time_unit_scales_the_rate():
     plan = _build("constant-arrival-rate", {"rate": 3, "time_unit": 0.1,
                   "duration": 0.5, "pre_allocated_vus": 2, "max_vus": 2})  # fmt: skip
     outcome = asyncio.run(Harness("constant-arrival-rate", plan).run(sleeper(0)))
-    assert outcome.completed == 15
+    assert outcome.completed == 16  # 15 in 0.5 s, and the one due at 0.5 s (k6)
 
 
 def test_without_a_free_vu_iterations_are_dropped():
@@ -368,7 +369,7 @@ def test_without_a_free_vu_iterations_are_dropped():
                   "duration": 0.5, "pre_allocated_vus": 1, "max_vus": 1})  # fmt: skip
     harness = Harness("constant-arrival-rate", plan, graceful_stop=1.0)
     outcome = asyncio.run(harness.run(sleeper(0.1)))
-    assert outcome.completed + outcome.dropped == 50
+    assert outcome.completed + outcome.dropped == 51  # the 51st at 0.5 s (k6)
     assert 4 <= outcome.completed <= 6
     assert harness.registry.totals["dropped_iterations"] == outcome.dropped
     assert len(harness.vus) == 1
@@ -383,7 +384,7 @@ def test_vus_are_added_up_to_max_vus_when_needed():
     outcome = asyncio.run(harness.run(iteration))
     assert len(harness.vus) == 6  # 5 VUs serve 100/s of 50 ms; one more is dropped
     assert harness.state.max_vus == 6
-    assert outcome.completed + outcome.dropped == 50
+    assert outcome.completed + outcome.dropped == 51
     assert 1 <= outcome.dropped <= 5
     assert seen["peak"] <= 6
 
@@ -429,8 +430,8 @@ def test_ramping_arrival_rate_runs_the_ramp():
                   "pre_allocated_vus": 3, "max_vus": 3})  # fmt: skip
     harness = Harness("ramping-arrival-rate", plan)
     outcome = asyncio.run(harness.run(iteration))
-    # area: 0.5 * 200 / 2 + 0.25 * 200 = 100; the one at exactly 0.75 s is not started
-    assert outcome.completed == 99 and outcome.dropped == 0
+    # area: 0.5 * 200 / 2 + 0.25 * 200 = 100; the one at exactly 0.75 s starts (k6)
+    assert outcome.completed == 100 and outcome.dropped == 0
     first_half = sum(1 for start in starts if start - starts[0] < 0.3)
     assert first_half < 40  # slow at first, the rate ramps up
 
@@ -512,7 +513,7 @@ def test_arrivals_go_only_to_stripes_with_vus():
         outcome = asyncio.run(harness.run(sleeper(0)))
         assert outcome.dropped == 0
         completed.append(outcome.completed)
-    assert completed == [5, 4, 0]  # 9 arrivals, striped over the 2 stripes with VUs
+    assert completed == [5, 5, 0]  # 10 arrivals, striped over the 2 stripes with VUs
 
 
 # -- small parts ----------------------------------------------------------------

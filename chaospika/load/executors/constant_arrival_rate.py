@@ -92,6 +92,6 @@ class ConstantArrivalRate(ArrivalRateExecutor):
             return
         period = options.time_unit / options.rate
         number, step = working.index, working.count
-        while number * period < options.duration:
+        while number * period <= options.duration + 1e-9:  # k6: one more at t=duration
             yield number * period
             number += step

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaospika.load.errors import ScenarioError
-from chaospika.load.units import parse_duration
+from chaospika.load.units import OPTION_NUMBERS, parse_duration
 
 __all__ = [
     "MIN_DURATION",
@@ -88,12 +88,15 @@ def option_duration(
     minimum: float = 0.0,
     positive: bool = False,
 ) -> float:
-    """Return `raw[key]` in seconds (k6 duration), >= `minimum` (> 0 if `positive`)."""
+    """Return `raw[key]` in seconds (k6 duration; a number is milliseconds, as in k6),
+    >= `minimum` (> 0 if `positive`)."""
     if key not in raw:
         if default is None:
             raise ScenarioError(_path(field, key), "is required")
         return default
-    seconds = parse_duration(_path(field, key), raw[key], allow_zero=not positive)
+    seconds = parse_duration(
+        _path(field, key), raw[key], allow_zero=not positive, per_second=OPTION_NUMBERS
+    )
     if seconds < minimum:
         raise ScenarioError(
             _path(field, key), f"must be at least {minimum:g}s, got {raw[key]!r}"
