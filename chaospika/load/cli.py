@@ -1,8 +1,15 @@
 """`chaospika load run SPEC`: the load engine from the shell, with k6's exit codes.
 
-Like k6, the first SIGINT or SIGTERM stops the run (worker processes too),
-prints the summary and exits 105; a second one exits at once. A run that has
-not ended EXIT_GRACE seconds after its time limit is ended by a watchdog.
+Exit codes are k6's: 0, 99 (thresholds crossed), 104 (invalid configuration),
+105 (stopped by a signal, after the summary and the exports are written). Like
+k6, the first SIGINT or SIGTERM stops the run (worker processes too), prints
+the summary and exits 105; a second one exits at once. A run that has not
+ended EXIT_GRACE seconds after its time limit is ended by a watchdog.
+
+k6's flags: -e/--env KEY=VALUE (seen by {{env.KEY}}), --vus, --duration,
+--iterations, --stage DURATION:TARGET (they replace the scenarios, as in k6; see
+shortcuts.py), --out json=FILE (k6's JSON lines, see output.py),
+--no-thresholds, --summary-export FILE.
 """
 
 import argparse
@@ -32,42 +39,96 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def load_run(args: argparse.Namespace) -> int:
     """Run the spec to its end, print k6's summary; 99 if a threshold failed."""
+    signalled: list[int] = []
+    holder: dict = {}
+    previous = _install_handlers(holder, signalled)  # first: no traceback on Ctrl-C
+    try:
+        return _load_run(args, holder, signalled)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _prepare(args: argparse.Namespace) -> tuple:
+    """(session, time limit, JSON-lines output or None); ValueError/OSError: 104."""
+    from chaospika.load.output import JsonLinesOutput, parse_out
     from chaospika.load.runner import run_deadline
     from chaospika.load.session import LoadSession, load_spec_file
+    from chaospika.load.shortcuts import override
 
+    for item in args.env or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"-e/--env {item!r}: expected KEY=VALUE")
+        os.environ[key] = value  # read by {{env.KEY}} in this process and workers
+    outputs = [parse_out(value) for value in args.out or ()]
+    if len(outputs) > 1:
+        raise ValueError("--out: one json=FILE output at most")
+    spec = override(
+        load_spec_file(args.spec),
+        vus=args.vus,
+        duration=args.duration,
+        iterations=args.iterations,
+        stages=args.stage,
+    )
+    if args.no_thresholds:
+        spec.pop("thresholds", None)
+    session = LoadSession(args.name, spec, args.max_duration, log_summary=False)
+    limit = run_deadline(session.load, args.max_duration)
+    output = None
+    if outputs:
+        if session.load.processes > 1 or session.load.engine != "pika":
+            raise ValueError(
+                "--out json=FILE needs one process and the pika engine "
+                "(processes: 1, engine: pika)"
+            )
+        sources: dict[str, list[str]] = {}
+        for threshold in session.load.thresholds:
+            sources.setdefault(threshold.metric, []).append(threshold.source)
+        output = JsonLinesOutput(open(outputs[0][1], "w"), sources)  # noqa: SIM115
+        output.attach(session.load.registry)
+    return session, limit, output
+
+
+def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> int:
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        session = LoadSession(args.name, load_spec_file(args.spec), args.max_duration)
-        limit = run_deadline(session.load, args.max_duration)
+        session, limit, output = _prepare(args)
     except (OSError, ValueError) as error:
         print(f"error: invalid load spec: {error}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
-    signalled: list[int] = []
-    previous = _install_handlers(session, signalled)
+    holder["session"] = session
+    if signalled:  # a signal came while the spec was read: stop at once, like k6
+        session.request_stop()
     _start_watchdog(limit + EXIT_GRACE, session.done)
     try:
         result = session.run()
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    print(result.summary_text)
+        if output is not None:
+            output.close()
+            output.handle.close()
+    print(result.summary_text, flush=True)
     if args.summary_export:
         with open(args.summary_export, "w") as handle:
             json.dump(result.summary_export, handle, indent=2)
     if signalled:
         return EXIT_SIGNAL
+    if args.no_thresholds:
+        return 0
     return 0 if result.thresholds_passed else EXIT_THRESHOLDS_FAILED
 
 
-def _install_handlers(session: "object", signalled: list[int]) -> dict:
+def _install_handlers(holder: dict, signalled: list[int]) -> dict:
     """SIGINT/SIGTERM: stop the run (first), exit now (second); old handlers back."""
 
     def on_signal(number: int, frame: FrameType | None) -> None:
         signalled.append(number)
         if len(signalled) == 1:
             os.write(2, b"stopping the load (signal again to exit now)\n")
-            session.request_stop()  # type: ignore[attr-defined]
+            session = holder.get("session")
+            if session is not None:  # else: stopped as soon as it exists
+                session.request_stop()
         else:
             os.write(2, b"exiting now\n")
             os._exit(EXIT_SIGNAL)  # worker processes die with their parent
@@ -102,4 +163,33 @@ def add_load_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--summary-export", help="write k6's summary-export JSON here")
     run.add_argument("--max-duration", type=float, help="hard cap in seconds")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set an environment variable for {{env.KEY}} (k6's -e)",
+    )
+    run.add_argument("--vus", type=int, help="number of VUs (k6's --vus)")
+    run.add_argument("--duration", help="test duration, e.g. 30s (k6's --duration)")
+    run.add_argument(
+        "--iterations", type=int, help="iterations shared by the VUs (k6's flag)"
+    )
+    run.add_argument(
+        "--stage",
+        action="append",
+        metavar="DURATION:TARGET",
+        help="a ramping-vus stage, repeatable (k6's --stage 30s:10)",
+    )
+    run.add_argument(
+        "--out",
+        action="append",
+        metavar="json=FILE",
+        help="write every sample to FILE as k6's JSON lines",
+    )
+    run.add_argument(
+        "--no-thresholds",
+        action="store_true",
+        help="do not judge the thresholds (exit 0 whatever they say)",
+    )
     run.set_defaults(handler=load_run)

@@ -17,6 +17,7 @@ from chaospika.load.executors.base import IterationFn
 from chaospika.load.executors.options import option_duration, option_int, reject_unknown
 from chaospika.load.limits import Limits, check_vus, parse_limits
 from chaospika.load.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
+from chaospika.load.shortcuts import expand
 from chaospika.load.thresholds import ThresholdSet, parse_thresholds
 
 __all__ = [
@@ -98,6 +99,7 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         raise ScenarioError(
             "spec", f"expected a JSON object, got {type(spec).__name__}"
         )
+    spec = expand(spec)  # k6's top-level vus/duration/iterations/stages
     reject_unknown("", spec, TOP_LEVEL_KEYS)
     if registry is None:
         registry = Registry()

@@ -48,8 +48,15 @@ def get_session(name: str) -> "LoadSession | None":
 class LoadSession:
     """One named run of the load engine, its record and its live questions."""
 
-    def __init__(self, name: str, spec: Mapping, max_duration: float | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: Mapping,
+        max_duration: float | None,
+        log_summary: bool = True,
+    ) -> None:
         self.name = name
+        self.log_summary = log_summary  # False: the caller prints it (the CLI)
         self.load: LoadSpec = parse_spec(spec)
         self.max_duration = max_duration
         self.stop_event = StopFlag()  # lock-free: `stop` is safe in a signal handler
@@ -161,6 +168,8 @@ class LoadSession:
         """A JSON-friendly summary of the finished run for the journal."""
         result = self.result
         if result is None:
+            if self.error is None:
+                return {"name": self.name, "running": not self.done.is_set()}
             return {"name": self.name, "error": repr(self.error)}
         captures = _flatten(result.captures)
         return {
@@ -181,7 +190,7 @@ class LoadSession:
         record["running"] = False
         record["captures_by_scenario"] = self.result.captures if self.result else {}
         _records.put(RECORD_KIND, self.name, record)
-        if self.result is not None:
+        if self.result is not None and self.log_summary:
             logger.info("load '%s' summary\n%s", self.name, self.result.summary_text)
 
 
