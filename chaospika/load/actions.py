@@ -72,7 +72,8 @@ def stop_load(
     """Stop the load `name` now (in-flight iterations are interrupted), return its summary.
 
     Safe to call twice, or after the load has ended by itself. Fails when the
-    load has not ended within `timeout` seconds.
+    load has not ended within `timeout` seconds, or ended without a result
+    (its run failed: the error is in the message).
     """
     name = require_text("name", name)
     timeout = require_duration("timeout", timeout, allow_equal=False)
@@ -82,6 +83,9 @@ def stop_load(
     session.stop(timeout)
     if not session.done.is_set():
         raise ActivityFailed(f"load {name!r} did not stop within {timeout:g} s")
+    if session.result is None:
+        why = repr(session.error) if session.error is not None else "no result"
+        raise ActivityFailed(f"load {name!r} ended without a result: {why}")
     return session.summary()
 
 
