@@ -471,6 +471,10 @@ def load_result(
     warnings: list[str],
 ) -> LoadResult:
     registry = load.registry
+    if registry.stats("iterations")["count"]:
+        for name in ("data_sent", "data_received"):  # k6 records them per iteration
+            if registry.metric(name).empty:
+                registry.add(name, 0)
     thresholds = load.thresholds.final(registry, duration)
     if stopped_by == "max_duration":
         warnings.append(

@@ -1,0 +1,316 @@
+"""Issue 8, items 1-14: our engine against what real k6 1.1.0 did (k6_parity.json).
+
+The recordings come from tests/load/k6_parity.py (k6 is not needed here). Where k6
+crashes (exit 109 on p(101), p(-1), p(NaN)) we keep a clean error: a tested,
+deliberate difference.
+"""
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from k6_parity import (
+    ARRIVAL_SCENARIOS,
+    BASE,
+    PARITY_FILE,
+    SUMS_THRESHOLDS,
+    Server,
+    big_values,
+    parse_json_lines,
+    tags_spec,
+)
+from k6_reference import TABLE_FILE
+
+from chaospika.load import metrics
+from chaospika.load.errors import ScenarioError
+from chaospika.load.http1 import USER_AGENT
+from chaospika.load.metrics import HDR_RELATIVE_ERROR, Registry
+from chaospika.load.output import JsonLinesOutput
+from chaospika.load.runner import AbortClock, run
+from chaospika.load.scenario import parse_spec
+from chaospika.load.thresholds import parse_thresholds
+
+K6 = json.loads(PARITY_FILE.read_text())
+CHAOSPIKA = Path(sys.executable).with_name("chaospika")
+
+
+def _normalise(value, base: str):
+    if isinstance(value, str):
+        return value.replace(base, BASE)
+    if isinstance(value, dict):
+        return {k: _normalise(v, base) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def tags_run():
+    """Our run of k6's tags script: samples (as k6 JSON lines), export, host."""
+    with Server() as server:
+        load = parse_spec(tags_spec(server.url))
+        sink = io.StringIO()
+        output = JsonLinesOutput(sink, {})
+        output.attach(load.registry)
+        result = run(load)
+        output.close()
+        heads = server.heads
+    metric_lines, points = parse_json_lines(sink.getvalue())
+    return {
+        "result": result,
+        "points": [_normalise(p, server.url) for p in points],
+        "metric_lines": metric_lines,
+        "export": _normalise(result.summary_export, server.url),
+        "host": server.url.removeprefix("http://"),
+        "head": heads[0],
+    }
+
+
+def _tag_sets(tags: list[dict]) -> list[str]:
+    return sorted(json.dumps(t, sort_keys=True) for t in tags)
+
+
+def test_items_1_2_request_tags_url_is_the_name_and_proto(tags_run):
+    ours = [p["data"]["tags"] for p in tags_run["points"] if p["metric"] == "http_reqs"]
+    theirs = K6["tags"]["http_reqs_tags"]
+    drop_group = [{k: v for k, v in t.items() if k != "group"} for t in theirs]
+    assert _tag_sets(ours) == _tag_sets(drop_group)
+    assert {t["group"] for t in theirs} == {""}  # k6 also tags the root group ""
+    export = tags_run["export"]["metrics"]
+    for selector in ("http_reqs{url:nf}", "http_reqs{proto:HTTP/1.1}"):
+        assert (
+            export[selector]["count"]
+            == K6["tags"]["export"]["metrics"][selector]["count"]
+        )
+
+
+def test_item_4_checks_do_not_make_statuses_expected(tags_run):
+    ours = tags_run["export"]["metrics"]["http_req_failed"]
+    theirs = K6["tags"]["export"]["metrics"]["http_req_failed"]
+    assert theirs["value"] == 0.25  # the 500 a check accepts still failed
+    assert ours == theirs
+    assert tags_run["result"].thresholds_passed is (K6["tags"]["exit_code"] == 0)
+
+
+def test_item_10_sub_metric_names_trimmed_inside_the_braces(tags_run):
+    key = 'http_reqs{name : "login"}'
+    assert key in K6["tags"]["export"]["metrics"]
+    ours = tags_run["export"]["metrics"][key]
+    theirs = K6["tags"]["export"]["metrics"][key]
+    assert (ours["count"], ours["thresholds"]) == (theirs["count"], theirs["thresholds"])
+    assert not any(name.startswith("http_reqs{ ") for name in ours)
+
+
+def test_item_14_same_request_bytes_as_k6(tags_run):
+    assert USER_AGENT == "Grafana k6/1.1.0"
+    assert "User-Agent: Grafana k6/1.1.0" in tags_run["head"]
+    k6_host = len(K6["tags"]["request_head"].split("Host: ")[1].split("\n")[0])
+    per_iteration = K6["tags"]["data_sent"][0]  # k6: one data_sent sample per iteration
+    ours = tags_run["result"].registry.stats("data_sent")["count"] / 5
+    # 4 requests per iteration, each with a Host header of the server's address
+    assert ours - 4 * len(tags_run["host"]) == per_iteration - 4 * k6_host
+
+
+def test_items_3_11_vus_gauge_keeps_the_last_count_none_when_short():
+    steps = [{"think": 0.1}]
+    long = run(
+        {
+            "vus": 2,
+            "duration": "2500ms",
+            "steps": steps,
+            "thresholds": {"vus": ["value>0"]},
+        }
+    )
+    vus = long.summary_export["metrics"]["vus"]
+    assert {k: vus[k] for k in ("value", "min", "max")} == K6["vus"]["vus"]
+    assert long.thresholds_passed is (K6["vus"]["exit_code"] == 0)
+    short = run({"vus": 1, "iterations": 3, "steps": steps})
+    assert sorted(short.summary_export["metrics"]) == K6["vus"]["short_metrics"]
+
+
+def test_item_5_sums_add_in_order():
+    registry = Registry()
+    registry.define("cc", "counter")
+    registry.define("tt", "trend")
+    thresholds = parse_thresholds(SUMS_THRESHOLDS, registry)
+    for _ in range(100):
+        registry.add("cc", 0.1)
+        registry.add("tt", 0.1)
+    assert registry.stats("cc")["count"] == K6["sums"]["cc"]["count"]
+    assert registry.stats("tt", ["avg"])["avg"] == K6["sums"]["tt"]["avg"]
+    assert thresholds.final(registry, 1.0) == K6["sums"]["verdicts"]
+
+
+def _big_registry() -> Registry:
+    registry = Registry()
+    registry.define("big", "trend")
+    for value in big_values(K6["percentiles"]["series"]):
+        registry.add("big", value)
+    return registry
+
+
+def test_item_6_percentiles_exact_like_k6():
+    recorded = K6["percentiles"]
+    stats = _big_registry().stats("big", recorded["stats"])
+    assert stats == recorded["values"]
+
+
+def test_item_6_past_the_exact_limit_hdr_within_the_stated_bound(monkeypatch):
+    monkeypatch.setattr(metrics, "EXACT_LIMIT", 4096)
+    registry = _big_registry()
+    recorded = K6["percentiles"]
+    stats = registry.stats("big", recorded["stats"])
+    assert registry.metric("big").raw is None  # HDR mode
+    for stat, value in recorded["values"].items():
+        bound = value * HDR_RELATIVE_ERROR + 0.5 / metrics.SCALE
+        assert abs(stats[stat] - value) <= bound, (stat, stats[stat], value)
+
+
+def test_item_7_arrival_rate_starts_the_iteration_due_at_the_end():
+    scenarios = {
+        name: {**options, "steps": [{"think": 0}]}
+        for name, options in ARRIVAL_SCENARIOS.items()
+    }
+    result = run({"scenarios": scenarios})
+    ours = {name: info["completed"] for name, info in result.scenarios.items()}
+    assert all(counts == ours for counts in K6["arrivals"]["iterations"])
+
+
+def test_item_8_abort_on_fail_judged_every_2_s_like_k6():
+    recorded = json.loads(TABLE_FILE.read_text())["abort"]
+    registry = Registry()
+    registry.define("slow", "trend", is_time=True)
+    registry.define("never_t", "trend", is_time=True)
+    thresholds = parse_thresholds(recorded["thresholds"], registry)
+    clock, aborted_at = AbortClock(), None
+    for second in range(1, 9):
+        registry.add("slow", 100.0)
+        if clock(float(second)) and thresholds.check_abort(registry, float(second)):
+            aborted_at = second
+            break
+    assert aborted_at == round(recorded["duration_ms"] / 1000) == 4
+
+
+def _parser_registry() -> Registry:
+    registry = Registry()
+    registry.define("cc", "counter")
+    registry.define("tt", "trend")
+    for value in range(1, 11):
+        registry.add("cc", value)
+        registry.add("tt", value)
+    return registry
+
+
+@pytest.mark.parametrize("case", sorted(K6["parser"]))
+def test_item_9_threshold_parser_accepts_what_k6_accepts(case):
+    recorded = K6["parser"][case]
+    registry = _parser_registry()
+    if recorded["exit_code"] == 109:  # k6 accepts, then crashes: we refuse cleanly
+        with pytest.raises(ScenarioError, match=r"between 0 and 100"):
+            parse_thresholds(recorded["thresholds"], registry)
+        return
+    thresholds = parse_thresholds(recorded["thresholds"], registry)
+    (verdicts,) = thresholds.final(registry, 1.0).values()
+    assert verdicts == recorded["verdicts"]
+
+
+def test_item_13_numbers_in_options_are_milliseconds():
+    options = K6["durations"]["options"]
+    load = parse_spec({"scenarios": {"s": {**options, "steps": [{"think": 0.5}]}}})
+    seconds = load.scenarios["s"].config.options.duration
+    assert seconds == 2.0 == round(K6["durations"]["test_run_duration_ms"] / 1000)
+
+
+# -- the CLI: k6's flags, exit codes, --out json and Ctrl-C ----------------------------
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(CHAOSPIKA), "load", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_item_12_ctrl_c_prints_the_summary_writes_the_export_exits_105(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({"vus": 1, "duration": "30s", "steps": [{"think": 0.2}]})
+    )
+    export = tmp_path / "export.json"
+    process = _cli(
+        "--summary-export", str(export), str(spec), start_new_session=True
+    )  # its own process group: Ctrl-C reaches the whole group, as in a terminal
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait for the first progress line
+            line = process.stderr.readline()
+            if "vus=" in line or not line:
+                break
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    recorded = K6["interrupt"]
+    assert process.returncode == recorded["exit_code"] == 105, err
+    assert "Traceback" not in err
+    assert (
+        recorded["summary_printed"] and "iterations" in out and "TOTAL RESULTS" in out
+    )
+    assert recorded["export_written"] and "iterations" in export.read_text()
+    assert out.count("TOTAL RESULTS") + err.count("TOTAL RESULTS") == 1  # once
+
+
+def test_k6_flags_env_vus_duration_out_json(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "scenarios": {
+                    "one": {
+                        "executor": "per-vu-iterations",
+                        "steps": [{"request": {"url": "{{env.BASE}}/ok"}}],
+                    }
+                },
+                "thresholds": {"http_reqs": ["count>1000000"]},
+            }
+        )
+    )
+    out = tmp_path / "o.jsonl"
+    with Server() as server:
+        args = ["-e", f"BASE={server.url}", "--vus", "2", "--duration", "1s"]
+        process = _cli(*args, "--out", f"json={out}", "--quiet", str(spec))
+        _, err = process.communicate(timeout=60)
+        again = _cli(*args, "--no-thresholds", "--quiet", str(spec))
+        again.communicate(timeout=60)
+    assert process.returncode == 99, err  # k6: thresholds crossed
+    assert again.returncode == 0  # --no-thresholds
+    metric_lines, points = parse_json_lines(out.read_text())
+    recorded_metric, recorded_point = (
+        K6["tags"]["metric_lines"][0],
+        K6["tags"]["point_lines"][0],
+    )
+    assert set(metric_lines[0]) == set(recorded_metric)
+    assert set(metric_lines[0]["data"]) == set(recorded_metric["data"])
+    assert set(points[0]) == set(recorded_point) and set(points[0]["data"]) == set(
+        recorded_point["data"]
+    )
+    assert points[0]["data"]["time"].endswith("Z")
+    http = [p for p in points if p["metric"] == "http_reqs"]
+    assert len(http) > 2 and {p["data"]["tags"]["status"] for p in http} == {"200"}
+    assert {p["data"]["tags"]["scenario"] for p in http} == {"default"}  # the flags'
+    by_name = {m["metric"]: m["data"] for m in metric_lines}
+    assert by_name["http_reqs"]["thresholds"] == ["count>1000000"]
+    assert math.isclose(
+        sum(p["data"]["value"] for p in http),
+        len(http),
+    )
