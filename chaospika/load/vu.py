@@ -290,7 +290,8 @@ class VU:
         self.scenario = scenario
         self.registry = registry
         self.captures = captures
-        self.tags: dict[str, str] = {**(tags or {}), "scenario": scenario}
+        # k6 tags every sample with its group: "" for the root group
+        self.tags: dict[str, str] = {"group": "", **(tags or {}), "scenario": scenario}
         self.vars: dict[str, Any] = {}
         self.tag_cache: dict[Any, dict[str, str]] = {}
         self.client = HttpClient(tls_verify=tls_verify)

@@ -148,7 +148,7 @@ class Executor:
         self.segment = segment
         self.outcome = Outcome(config.name, config.executor)
         self.test_start = test_start
-        self._tags = {**config.tags, "scenario": config.name}
+        self._tags = {"group": "", **config.tags, "scenario": config.name}  # k6's
         self._tasks: set[asyncio.Task] = set()
         self._vus: list[Any] = []
         self._t0 = 0.0
