@@ -36,6 +36,8 @@ def order_spec(api: str, product: str, vus: int = 4, duration: str = "1s") -> di
                             "url": f"{api}/orders",
                             "headers": {"Idempotency-Key": "{{uuid}}"},
                             "json": {"product_id": product, "user_id": "u{{vu}}"},
+                            # sold out (409) is an answer, not a failure (k6's way)
+                            "expectedStatuses": [200, 202, 409],
                         },
                         "checks": [{"status": [200, 202, 409]}],
                         "captures": [{"name": "order_id", "jsonpath": "$.order_id"}],
@@ -299,3 +301,19 @@ async def short_sleep(vu) -> None:
     import asyncio
 
     await asyncio.sleep(0.05)
+
+
+def test_stop_load_fails_when_the_load_ended_without_a_result():
+    from chaospika.load.session import LoadSession
+
+    spec = {"vus": 1, "iterations": 1, "steps": [{"think": 0}]}
+    session = LoadSession("broken", spec, None)
+    session.error = RuntimeError("engine crashed")  # as run() keeps a failure
+    session.done.set()
+    with pytest.raises(ActivityFailed, match="without a result: RuntimeError"):
+        stop_load("broken", timeout=1)
+    never_ran = LoadSession("never-ran", spec, None)
+    never_ran.done.set()
+    with pytest.raises(ActivityFailed, match="without a result: no result"):
+        stop_load("never-ran", timeout=1)
+    assert never_ran.summary() == {"name": "never-ran", "running": False}
