@@ -10,7 +10,8 @@ thresholds reference, and only metrics that have them look at the tags.
 Sums add values one by one in the order recorded, as k6 does (100 x 0.1 is
 9.99999999999998, not 10): a counter's count and a trend's avg equal k6's bit for bit.
 Trends keep their values exactly (k6's percentiles, bit for bit) up to `EXACT_LIMIT`
-values (8 bytes each), then move to HDR histograms: values recorded in thousandths of
+values (8 bytes each; 50,000 is about 50 ms of work to leave, once per trend), then
+move to HDR histograms: values recorded in thousandths of
 the metric's unit (microseconds for time metrics) with 3 significant digits, up to 24
 hours. Past EXACT_LIMIT a percentile is read at the centre of its bucket, so it is
 within `HDR_RELATIVE_ERROR` of k6's (relative), plus half a thousandth of the unit.
@@ -54,7 +55,7 @@ __all__ = [
 
 KINDS = ("counter", "gauge", "rate", "trend")
 DEFAULT_TREND_STATS = ("avg", "min", "med", "max", "p(90)", "p(95)")
-EXACT_LIMIT = 250_000  # trends keep raw values (exact k6 percentiles) up to this count
+EXACT_LIMIT = 50_000  # trends keep raw values (exact k6 percentiles) up to this count
 HDR_RELATIVE_ERROR = 2**-11  # half a bucket of a 3-digit HDR histogram (0.049 %)
 SCALE = 1000.0  # HDR units per metric unit: microseconds for millisecond trends
 HDR_HIGHEST = 86_400_000_000  # 24 hours in microseconds
@@ -529,7 +530,8 @@ class TrendMetric(Metric):
         """Ascending values (or bucket centres) with cumulative counts."""
         if self._distribution is None:
             if self.raw is not None:
-                values = sorted(self.raw)
+                values = sorted(self.raw)  # kept sorted: the next sort only merges
+                self.raw = array("d", values)
                 cumulative = list(range(1, len(values) + 1))
             else:
                 values, counts = [], []

@@ -119,7 +119,7 @@ def test_abort_on_fail_and_delay_like_recorded_k6():
             aborted_at = second
             assert found.metric == "slow" and found.delay_abort_eval == 3.0
             break
-    assert aborted_at == 4  # our runner checks every second: first check after 3 s
+    assert aborted_at == 4  # the first check after 3 s (the runner checks every 2 s)
     # a metric without samples is skipped while running, judged at the end
     assert not thresholds[1].last_failed
     assert thresholds.final(registry) == recorded["verdicts"]
