@@ -89,13 +89,19 @@ def parse_url(url: str) -> tuple[Origin, str]:
 
 
 def encode_request(
-    method: str, origin: Origin, target: str, headers: dict[str, str], body: bytes
+    method: str,
+    origin: Origin,
+    target: str,
+    headers: dict[str, str],
+    body: bytes,
+    user_agent: str = USER_AGENT,
 ) -> bytes:
-    """Encode one HTTP/1.1 request (Host and User-Agent added unless given)."""
+    """Encode one HTTP/1.1 request (Host and User-Agent added unless given;
+    an empty `user_agent` sends none, as k6's `userAgent: ""`)."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
     names = {name.lower() for name in headers}
-    if "user-agent" not in names:
-        lines.append(f"User-Agent: {USER_AGENT}")
+    if "user-agent" not in names and user_agent:
+        lines.append(f"User-Agent: {user_agent}")
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     needs_length = body or method in ("POST", "PUT", "PATCH")
     if needs_length and "content-length" not in names:

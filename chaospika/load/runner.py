@@ -294,12 +294,20 @@ class LocalRun:
         captures = self.captures[name]
         tags = dict(scenario.config.tags)
         registry, segment = self.registry, self.segment
-        redirects = self.load.max_redirects
+        redirects, user_agent = self.load.max_redirects, self.load.user_agent
 
         def make_vu() -> Any:
             self._vus_made += 1
             number = (self._vus_made - 1) * segment.count + segment.index + 1
-            return VU(number, name, registry, captures, tags, max_redirects=redirects)
+            return VU(
+                number,
+                name,
+                registry,
+                captures,
+                tags,
+                max_redirects=redirects,
+                user_agent=user_agent,
+            )
 
         return make_vu
 
@@ -502,7 +510,12 @@ def load_result(
         captures=captures,
         duration_s=round(duration, 3),
         summary_text=summary.text(
-            registry, thresholds, duration, header, trend_stats=stats
+            registry,
+            thresholds,
+            duration,
+            header,
+            trend_stats=stats,
+            time_unit=load.summary_time_unit,
         ),
         summary_export=summary.export(
             registry, thresholds, duration, trend_stats=stats

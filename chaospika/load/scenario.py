@@ -15,6 +15,7 @@ from chaospika.load.errors import ScenarioError
 from chaospika.load.executors import EXECUTORS, Executor, ScenarioConfig
 from chaospika.load.executors.base import IterationFn
 from chaospika.load.executors.options import option_duration, option_int, reject_unknown
+from chaospika.load.http1 import USER_AGENT
 from chaospika.load.limits import Limits, check_vus, parse_limits
 from chaospika.load.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
 from chaospika.load.shortcuts import expand
@@ -33,6 +34,8 @@ TOP_LEVEL_KEYS = (
     "tags",
     "processes",
     "summaryTrendStats",
+    "summaryTimeUnit",
+    "userAgent",
     "engine",
     "metrics",
     "maxRedirects",
@@ -41,6 +44,7 @@ TOP_LEVEL_KEYS = (
 ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.load.k6)
 COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "steps", "exec")
 MAX_PROCESSES = 256
+TIME_UNITS = ("s", "ms", "us")  # k6's summaryTimeUnit values
 
 _NAME = re.compile(r"[0-9A-Za-z_-]+")
 
@@ -82,6 +86,8 @@ class LoadSpec:
     )
     raw: dict[str, Any] = field(default_factory=dict)
     max_redirects: int | None = None  # k6's maxRedirects; None: default 10
+    summary_time_unit: str | None = None  # k6's summaryTimeUnit: "s", "ms", "us"
+    user_agent: str = USER_AGENT  # k6's userAgent ("": no User-Agent header)
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
     used: bool = field(default=False, repr=False)  # set by the runner: one run each
 
@@ -107,12 +113,23 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
     processes = _processes(spec)
     engine = _engine(spec)
     trend_stats = _trend_stats(spec)
+    time_unit = spec.get("summaryTimeUnit") or None
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise ScenarioError(
+            "summaryTimeUnit",
+            f"expected one of {', '.join(TIME_UNITS)}, got {time_unit!r}",
+        )
     max_redirects = (
         option_int("", dict(spec), "maxRedirects") if "maxRedirects" in spec else None
     )
     define_metrics(spec.get("metrics", {}), registry)
     limits = parse_limits(spec.get("limits"))
-    scenarios = _scenarios(spec, tags, registry)
+    user_agent = spec.get("userAgent", USER_AGENT)
+    if not isinstance(user_agent, str) or "\r" in user_agent or "\n" in user_agent:
+        raise ScenarioError(
+            "userAgent", f"expected a one-line string, got {user_agent!r}"
+        )
+    scenarios = _scenarios(spec, tags, registry, user_agent)
     check_vus(scenarios, limits)
     thresholds = parse_thresholds(spec.get("thresholds", {}), registry)
     return LoadSpec(
@@ -126,6 +143,8 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         raw=copy.deepcopy(dict(spec)),
         max_redirects=max_redirects,
         limits=limits,
+        summary_time_unit=time_unit,
+        user_agent=user_agent,
     )
 
 
@@ -190,7 +209,7 @@ def _trend_stats(spec: Mapping[str, Any]) -> list[str]:
 
 
 def _scenarios(
-    spec: Mapping[str, Any], tags: dict[str, str], registry: Any
+    spec: Mapping[str, Any], tags: dict[str, str], registry: Any, user_agent: str
 ) -> dict[str, Scenario]:
     raw = spec.get("scenarios")
     if raw is None:
@@ -200,11 +219,14 @@ def _scenarios(
             "scenarios", f"expected an object of scenarios, got {raw!r}"
         )
     return {
-        name: _scenario(name, options, tags, registry) for name, options in raw.items()
+        name: _scenario(name, options, tags, registry, user_agent)
+        for name, options in raw.items()
     }
 
 
-def _scenario(name: Any, raw: Any, tags: dict[str, str], registry: Any) -> Scenario:
+def _scenario(
+    name: Any, raw: Any, tags: dict[str, str], registry: Any, user_agent: str
+) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ScenarioError(
@@ -233,11 +255,13 @@ def _scenario(name: Any, raw: Any, tags: dict[str, str], registry: Any) -> Scena
         tags={**tags, **_tags(f"{where}.tags", raw.get("tags", {}))},
         exec=raw.get("exec") if isinstance(raw.get("exec"), str) else None,
     )
-    return Scenario(config, executor, _iteration(where, name, raw, registry))
+    return Scenario(
+        config, executor, _iteration(where, name, raw, registry, user_agent)
+    )
 
 
 def _iteration(
-    where: str, name: str, raw: dict[str, Any], registry: Any
+    where: str, name: str, raw: dict[str, Any], registry: Any, user_agent: str
 ) -> IterationFn:
     if ("steps" in raw) == ("exec" in raw):
         raise ScenarioError(
@@ -252,4 +276,6 @@ def _iteration(
         raise ScenarioError(
             f"{where}.steps", f"expected a non-empty list, got {steps!r}"
         )
-    return compile_steps(f"{where}.steps", steps, scenario=name, registry=registry)
+    return compile_steps(
+        f"{where}.steps", steps, scenario=name, registry=registry, user_agent=user_agent
+    )

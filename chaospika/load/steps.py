@@ -77,9 +77,12 @@ _warned: set = set()
 class _Context:
     """Where a step sits: its scenario and group path ("" at the root)."""
 
-    def __init__(self, scenario: str, group: str = "") -> None:
+    def __init__(
+        self, scenario: str, group: str = "", user_agent: str = USER_AGENT
+    ) -> None:
         self.scenario = scenario
         self.group = group
+        self.user_agent = user_agent  # k6's userAgent option ("": no header)
 
 
 # -- small validators -------------------------------------------------------------
@@ -355,7 +358,7 @@ class _RequestStep:
         )
         headers = _headers(f"{where}.headers", spec.get("headers", {}), ctx.scenario)
         body = self._body(where, spec, headers, ctx.scenario)
-        self._compile_wire(target, headers, body)
+        self._compile_wire(target, headers, body, ctx.user_agent)
 
         self.checks: list[Check] = []
         for i, item in enumerate(_list(f"{field}.checks", step.get("checks", []))):
@@ -411,13 +414,17 @@ class _RequestStep:
         return None
 
     def _compile_wire(
-        self, target: Template, headers: dict[str, Template], body: Template | None
+        self,
+        target: Template,
+        headers: dict[str, Template],
+        body: Template | None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         """Pre-encode the request, or compile one head template plus a body one."""
         parts: list[Any] = [f"{self.method} ", target, " HTTP/1.1\r\n"]
         parts.append(f"Host: {self.origin.host_header}\r\n")
-        if not any(name.lower() == "user-agent" for name in headers):
-            parts.append(f"User-Agent: {USER_AGENT}\r\n")
+        if user_agent and not any(name.lower() == "user-agent" for name in headers):
+            parts.append(f"User-Agent: {user_agent}\r\n")
         for name, value in headers.items():
             parts.extend((f"{name}: ", value, "\r\n"))
         self.head = head = concat_text(parts)
@@ -732,7 +739,7 @@ def _compile_group(field: str, step: dict[str, Any], ctx: _Context) -> Runner:
         raise ScenarioError(f"{field}.steps", "a group needs its steps")
     path = f"{ctx.group}::{name}"
     runners = _compile_list(
-        f"{field}.steps", step["steps"], _Context(ctx.scenario, path)
+        f"{field}.steps", step["steps"], _Context(ctx.scenario, path, ctx.user_agent)
     )
     key = ("group_duration", path)
 
@@ -794,7 +801,12 @@ def _compile_list(field: str, steps: Any, ctx: _Context) -> list[Runner]:
 
 
 def compile_steps(
-    field: str, steps: list[Any], *, scenario: str, registry: Any = None
+    field: str,
+    steps: list[Any],
+    *,
+    scenario: str,
+    registry: Any = None,
+    user_agent: str = USER_AGENT,
 ) -> IterationFn:
     """Validate and compile `steps`; returns `async def iteration(vu)`.
 
@@ -803,7 +815,7 @@ def compile_steps(
     with a warning logged once per message. `registry` is accepted for the
     engine's contract; VUs record through their own `vu.registry`.
     """
-    runners = _compile_list(field, steps, _Context(scenario))
+    runners = _compile_list(field, steps, _Context(scenario, "", user_agent))
     if len(runners) == 1 and getattr(runners[0], "static", False):
         return runners[0].__call__  # nothing to render: no TemplateError possible
 

@@ -13,6 +13,7 @@ from typing import Any
 from chaospika.load.http1 import (
     DEFAULT_EXPECTED,
     REDIRECT_STATUSES,
+    USER_AGENT,
     Hop,
     HttpClient,
     Response,
@@ -156,7 +157,9 @@ class VuHttp:
                 headers["Content-Type"] = "application/json"
         elif body is not None:
             payload = body.encode() if isinstance(body, str) else bytes(body)
-        data = encode_request(method, origin, target, headers, payload)
+        data = encode_request(
+            method, origin, target, headers, payload, self._vu.user_agent
+        )
         response = await self.client.exchange(origin, data, timeout, method == "HEAD")
         response.url = url
         expected = (
@@ -283,8 +286,10 @@ class VU:
         tags: dict[str, str] | None = None,
         tls_verify: bool = True,
         max_redirects: int | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.id = id
+        self.user_agent = user_agent  # k6's userAgent option ("": no header)
         self.max_redirects = max_redirects  # None: k6's default 10, with a warning
         self.iteration = 0
         self.scenario = scenario
@@ -340,6 +345,8 @@ class VU:
     ) -> WsSession:
         """A WebSocket session: `async with vu.ws(url) as session:` send/recv/close."""
         tags = {**self.tags, "url": name or url}
+        if not any(key.lower() == "user-agent" for key in headers or {}):
+            headers = {**(headers or {}), "User-Agent": self.user_agent}
         session = WsSession(url, self.registry, tags, headers, latency_field)
         self._sessions.append(session)
         if len(self._sessions) > 64:

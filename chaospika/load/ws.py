@@ -343,9 +343,14 @@ def _upgrade_request(
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key.decode()}",
         "Sec-WebSocket-Version: 13",
-        f"User-Agent: {USER_AGENT}",
     ]
-    lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
+    if not any(name.lower() == "user-agent" for name in headers or {}):
+        lines.append(f"User-Agent: {USER_AGENT}")
+    lines.extend(
+        f"{name}: {value}"
+        for name, value in (headers or {}).items()
+        if value or name.lower() != "user-agent"  # userAgent "": no header
+    )
     return host, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

@@ -316,3 +316,68 @@ def test_k6_flags_env_vus_duration_out_json(tmp_path):
         sum(p["data"]["value"] for p in http),
         len(http),
     )
+
+
+# -- k6 options and shortcuts ------------------------------------------------------------
+
+
+def test_user_agent_option_and_summary_time_unit():
+    with Server() as server:
+        steps = [{"request": {"url": server.url + "/ok"}}]
+        result = run(
+            {
+                "iterations": 1,
+                "steps": steps,
+                "userAgent": "shop-load/2",
+                "summaryTimeUnit": "s",
+            }
+        )
+        run({"iterations": 1, "steps": steps, "userAgent": ""})
+        heads = server.heads
+    assert "User-Agent: shop-load/2" in heads[0]
+    assert "User-Agent" not in heads[1]  # k6: userAgent "" sends none
+    line = next(x for x in result.summary_text.splitlines() if "http_req_duration" in x)
+    assert "avg=0.00s" in line  # every duration in seconds
+    with pytest.raises(ScenarioError, match="summaryTimeUnit"):
+        parse_spec({"iterations": 1, "steps": steps, "summaryTimeUnit": "h"})
+
+
+@pytest.mark.parametrize(
+    ("shortcuts", "description"),
+    [
+        ({"vus": 3, "duration": "30s"}, "3 looping VUs for 30s"),
+        ({"iterations": 5}, "5 iterations shared among 1 VUs (maxDuration: 10m0s"),
+        ({"vus": 2, "iterations": 4, "duration": "1m"}, "(maxDuration: 1m0s"),
+        ({"stages": [{"duration": "10s", "target": 3}]}, "Up to 3 looping VUs for 10s"),
+        ({"vus": 1}, "1 iterations shared among 1 VUs"),
+    ],
+)
+def test_top_level_shortcuts_are_k6s_default_scenario(shortcuts, description):
+    load = parse_spec({**shortcuts, "steps": [{"think": 0}]})
+    assert list(load.scenarios) == ["default"]
+    assert description in load.scenarios["default"].describe()
+
+
+def test_cli_overrides_replace_the_scenarios_like_k6():
+    from chaospika.load.shortcuts import override
+
+    one = {"scenarios": {"a": {"executor": "per-vu-iterations", "steps": [1]}}}
+    assert override(one, vus=10, duration="30s") == {
+        "steps": [1],
+        "vus": 10,
+        "duration": "30s",
+    }
+    assert override(one, stages=["5s:3", "10s:0"])["stages"] == [
+        {"duration": "5s", "target": 3},
+        {"duration": "10s", "target": 0},
+    ]
+    two = {"scenarios": {"a": {}, "b": {}}}
+    with pytest.raises(ScenarioError, match="one scenario"):
+        override(two, vus=2)
+    assert override(two) == two  # no flag: unchanged
+    with pytest.raises(ScenarioError, match="DURATION:TARGET"):
+        override(one, stages=["10"])
+    with pytest.raises(ScenarioError, match="not both"):
+        parse_spec({**one, "vus": 2})
+    with pytest.raises(ScenarioError, match=r"iterations \(1\) can't be less"):
+        parse_spec({"vus": 4, "steps": [{"think": 0}]})  # as k6: 1 iteration, 4 VUs
