@@ -8,7 +8,7 @@ ended EXIT_GRACE seconds after its time limit is ended by a watchdog.
 
 k6's flags: -e/--env KEY=VALUE (seen by {{env.KEY}}), --vus, --duration,
 --iterations, --stage DURATION:TARGET (they replace the scenarios, as in k6; see
-shortcuts.py), --out json=FILE (k6's JSON lines, see output.py),
+shortcuts.py), --out json=FILE / csv=FILE (k6's formats, see output.py),
 --no-thresholds, --summary-export FILE.
 """
 
@@ -50,8 +50,8 @@ def load_run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> tuple:
-    """(session, time limit, JSON-lines output or None); ValueError/OSError: 104."""
-    from chaospika.load.output import JsonLinesOutput, parse_out
+    """(session, time limit, sample outputs); ValueError/OSError: exit 104."""
+    from chaospika.load.output import open_output, parse_out
     from chaospika.load.runner import run_deadline
     from chaospika.load.session import LoadSession, load_spec_file
     from chaospika.load.shortcuts import override
@@ -62,8 +62,6 @@ def _prepare(args: argparse.Namespace) -> tuple:
             raise ValueError(f"-e/--env {item!r}: expected KEY=VALUE")
         os.environ[key] = value  # read by {{env.KEY}} in this process and workers
     outputs = [parse_out(value) for value in args.out or ()]
-    if len(outputs) > 1:
-        raise ValueError("--out: one json=FILE output at most")
     spec = override(
         load_spec_file(args.spec),
         vus=args.vus,
@@ -75,26 +73,25 @@ def _prepare(args: argparse.Namespace) -> tuple:
         spec.pop("thresholds", None)
     session = LoadSession(args.name, spec, args.max_duration, log_summary=False)
     limit = run_deadline(session.load, args.max_duration)
-    output = None
-    if outputs:
-        if session.load.processes > 1 or session.load.engine != "pika":
-            raise ValueError(
-                "--out json=FILE needs one process and the pika engine "
-                "(processes: 1, engine: pika)"
-            )
-        sources: dict[str, list[str]] = {}
-        for threshold in session.load.thresholds:
-            sources.setdefault(threshold.metric, []).append(threshold.source)
-        output = JsonLinesOutput(open(outputs[0][1], "w"), sources)  # noqa: SIM115
-        output.attach(session.load.registry)
-    return session, limit, output
+    if outputs and (session.load.processes > 1 or session.load.engine != "pika"):
+        raise ValueError(
+            "--out needs one process and the pika engine (processes: 1, engine: pika)"
+        )
+    sources: dict[str, list[str]] = {}
+    for threshold in session.load.thresholds:
+        sources.setdefault(threshold.metric, []).append(threshold.source)
+    opened = []
+    for kind, path in outputs:  # each output wraps the previous one's recording
+        opened.append(open_output(kind, path, sources))
+        opened[-1].attach(session.load.registry)
+    return session, limit, opened
 
 
 def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> int:
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        session, limit, output = _prepare(args)
+        session, limit, outputs = _prepare(args)
     except (OSError, ValueError) as error:
         print(f"error: invalid load spec: {error}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
@@ -105,9 +102,8 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
     try:
         result = session.run()
     finally:
-        if output is not None:
+        for output in reversed(outputs):
             output.close()
-            output.handle.close()
     print(result.summary_text, flush=True)
     if args.summary_export:
         with open(args.summary_export, "w") as handle:
@@ -184,8 +180,8 @@ def add_load_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--out",
         action="append",
-        metavar="json=FILE",
-        help="write every sample to FILE as k6's JSON lines",
+        metavar="json=FILE|csv=FILE",
+        help="write every sample to FILE as k6's JSON lines or CSV (repeatable)",
     )
     run.add_argument(
         "--no-thresholds",

@@ -1,4 +1,4 @@
-"""`--out json=FILE`: every sample as k6's JSON lines, which k6's own tools read.
+"""`--out json=FILE` and `--out csv=FILE`: every sample in k6's formats.
 
 k6 1.1.0 writes, for each metric the first time a sample of it is seen, a line
 
@@ -9,23 +9,35 @@ then one line per sample:
 
     {"metric":..,"type":"Point","data":{"time":"2026-..T..Z","value":..,"tags":{..}}}
 
-`JsonLinesOutput.attach(registry)` makes the registry copy every sample it
+`--out csv=FILE` writes k6's CSV: the header `metric_name,timestamp,metric_value,
+check,...,url,extra_tags,metadata`, then one row per sample (unix seconds, the
+value with six decimals, k6's tag columns, other tags as `a=1&b=2`).
+
+`attach(registry)` (either output) makes the registry copy every sample it
 records to the file (an instance attribute shadows `Registry.add`, so a run
 without --out pays nothing). Lines are buffered and written by the recording
 thread; `close()` flushes. A run with `processes` > 1 records in its worker
 processes and cannot be written this way (the CLI says so: exit 104).
 """
 
+import csv
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from chaospika.load.metrics import Registry
 
-__all__ = ["JsonLinesOutput", "parse_out"]
+__all__ = ["CSV_COLUMNS", "CsvOutput", "JsonLinesOutput", "open_output", "parse_out"]
 
-FORMATS = ("json",)
+FORMATS = ("json", "csv")
+CSV_TAGS = (
+    "check", "error", "error_code", "expected_response", "group", "method", "name",
+    "proto", "scenario", "service", "status", "subproto", "tls_version", "url",
+)  # fmt: skip
+CSV_COLUMNS = (
+    "metric_name", "timestamp", "metric_value", *CSV_TAGS, "extra_tags", "metadata"
+)  # fmt: skip
 
 
 def parse_out(value: str) -> tuple[str, str]:
@@ -33,9 +45,20 @@ def parse_out(value: str) -> tuple[str, str]:
     kind, sep, path = value.partition("=")
     if kind not in FORMATS or not sep or not path:
         raise ValueError(
-            f"--out {value!r}: expected json=FILE (k6's JSON lines), e.g. json=out.jsonl"
+            f"--out {value!r}: expected json=FILE (k6's JSON lines) or csv=FILE "
+            "(k6's CSV), e.g. json=out.jsonl"
         )
     return kind, path
+
+
+def open_output(
+    kind: str, path: str, thresholds: Mapping[str, list[str]]
+) -> "JsonLinesOutput | CsvOutput":
+    """The output of `--out kind=path` writing to a new file."""
+    handle = open(path, "w", newline="" if kind == "csv" else None)  # noqa: SIM115
+    if kind == "csv":
+        return CsvOutput(handle)
+    return JsonLinesOutput(handle, dict(thresholds))
 
 
 def _rfc3339(ns: int) -> str:
@@ -52,14 +75,14 @@ class JsonLinesOutput:
         self.thresholds = thresholds  # {metric or sub-metric name: [sources]}
         self.seen: set[str] = set()
         self.registry: Registry | None = None
+        self._previous: Callable | None = None
         self.lines: list[str] = []
 
     def attach(self, registry: Registry) -> None:
         """Copy every sample `registry` records to the file from now on."""
         self.registry = registry
-        recorded: Callable[[str, Any, dict | None], None] = Registry.add.__get__(
-            registry
-        )
+        self._previous = registry.__dict__.get("add")  # another output's, if any
+        recorded: Callable[[str, Any, dict | None], None] = registry.add
         write = self.point
 
         def add(name: str, value: Any, tags: dict | None = None) -> None:
@@ -114,7 +137,44 @@ class JsonLinesOutput:
         self.handle.flush()
 
     def close(self) -> None:
-        """Write what is buffered; detach from the registry."""
+        """Write what is buffered; detach from the registry; close the file."""
         self.flush()
         if self.registry is not None:
-            self.registry.__dict__.pop("add", None)
+            if self._previous is None:
+                self.registry.__dict__.pop("add", None)
+            else:
+                self.registry.add = self._previous  # type: ignore[method-assign]
+        self.handle.close()
+
+
+class CsvOutput(JsonLinesOutput):
+    """Writes the samples of one registry to a file as k6's CSV."""
+
+    def __init__(self, handle: TextIO) -> None:
+        super().__init__(handle, {})
+        self.writer = csv.writer(handle, lineterminator="\n")
+        self.writer.writerow(CSV_COLUMNS)
+        self.rows: list[list[str]] = []
+
+    def point(self, name: str, value: Any, tags: dict | None) -> None:
+        tags = tags or {}
+        extra = "&".join(
+            f"{key}={tags[key]}" for key in sorted(tags) if key not in CSV_TAGS
+        )
+        self.rows.append(
+            [
+                name,
+                str(int(time.time())),
+                f"{float(value):f}",
+                *(str(tags.get(key, "")) for key in CSV_TAGS),
+                extra,
+                "",
+            ]
+        )
+        if len(self.rows) >= 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.writerows(self.rows)
+        self.rows.clear()
+        self.handle.flush()

@@ -178,6 +178,15 @@ def record_tags(k6: str, work: Path) -> dict:
     }
 
 
+def record_csv(k6: str, work: Path) -> dict:
+    """k6's --out csv: its header and rows of the tags script (one iteration)."""
+    with Server() as server:
+        script = tags_script(server.url).replace('"iterations": 5', '"iterations": 1')
+        run_k6(k6, script, work, "--out=csv=out.csv")
+        lines = (work / "out.csv").read_text().splitlines()
+    return {"header": lines[0], "rows": [_normalise(x, server.url) for x in lines[1:8]]}
+
+
 def _summary_data(
     k6: str,
     work: Path,
@@ -406,6 +415,7 @@ def record() -> None:
         ("parser", record_parser),
         ("durations", record_durations),
         ("interrupt", record_interrupt),
+        ("csv", record_csv),
     ]
     if len(sys.argv) > 1:  # re-record some cases: python k6_parity.py parser
         result = json.loads(PARITY_FILE.read_text())

@@ -33,7 +33,7 @@ from chaospika.load import metrics
 from chaospika.load.errors import ScenarioError
 from chaospika.load.http1 import USER_AGENT
 from chaospika.load.metrics import HDR_RELATIVE_ERROR, Registry
-from chaospika.load.output import JsonLinesOutput
+from chaospika.load.output import CsvOutput, JsonLinesOutput
 from chaospika.load.runner import AbortClock, run
 from chaospika.load.scenario import parse_spec
 from chaospika.load.thresholds import parse_thresholds
@@ -55,13 +55,19 @@ def tags_run():
     """Our run of k6's tags script: samples (as k6 JSON lines), export, host."""
     with Server() as server:
         load = parse_spec(tags_spec(server.url))
-        sink = io.StringIO()
-        output = JsonLinesOutput(sink, {})
+        sink, csv_sink = io.StringIO(), io.StringIO()
+        output, csv_output = JsonLinesOutput(sink, {}), CsvOutput(csv_sink)
         output.attach(load.registry)
+        csv_output.attach(load.registry)  # two outputs at once, as --out twice
         result = run(load)
+        output.flush()
+        csv_output.flush()
+        text, csv_text = sink.getvalue(), csv_sink.getvalue()
+        csv_output.close()
         output.close()
+        assert "add" not in load.registry.__dict__  # both detached
         heads = server.heads
-    metric_lines, points = parse_json_lines(sink.getvalue())
+    metric_lines, points = parse_json_lines(text)
     return {
         "result": result,
         "points": [_normalise(p, server.url) for p in points],
@@ -69,6 +75,7 @@ def tags_run():
         "export": _normalise(result.summary_export, server.url),
         "host": server.url.removeprefix("http://"),
         "head": heads[0],
+        "csv": _normalise(csv_text, server.url).splitlines(),
     }
 
 
@@ -117,6 +124,21 @@ def test_item_14_same_request_bytes_as_k6(tags_run):
     ours = tags_run["result"].registry.stats("data_sent")["count"] / 5
     # 4 requests per iteration, each with a Host header of the server's address
     assert ours - 4 * len(tags_run["host"]) == per_iteration - 4 * k6_host
+
+
+def test_out_csv_like_k6(tags_run):
+    recorded = K6["csv"]
+    assert tags_run["csv"][0] == recorded["header"]
+    ours = {
+        (row.split(",")[0], row.split(",", 3)[3])  # metric, then the tag columns
+        for row in tags_run["csv"][1:]
+    }
+    for row in recorded["rows"]:  # k6's samples of the request named "nf"
+        name, stamp, value, tags = row.split(",", 3)
+        assert (
+            stamp.isdigit() and value.count(".") == 1 and len(value.split(".")[1]) == 6
+        )
+        assert (name, tags) in ours, row
 
 
 def test_items_3_11_vus_gauge_keeps_the_last_count_none_when_short():
@@ -291,13 +313,19 @@ def test_k6_flags_env_vus_duration_out_json(tmp_path):
     out = tmp_path / "o.jsonl"
     with Server() as server:
         args = ["-e", f"BASE={server.url}", "--vus", "2", "--duration", "1s"]
-        process = _cli(*args, "--out", f"json={out}", "--quiet", str(spec))
+        outs = ["--out", f"json={out}", "--out", f"csv={tmp_path / 'o.csv'}"]
+        process = _cli(*args, *outs, "--quiet", str(spec))
         _, err = process.communicate(timeout=60)
         again = _cli(*args, "--no-thresholds", "--quiet", str(spec))
         again.communicate(timeout=60)
     assert process.returncode == 99, err  # k6: thresholds crossed
     assert again.returncode == 0  # --no-thresholds
     metric_lines, points = parse_json_lines(out.read_text())
+    rows = (tmp_path / "o.csv").read_text().splitlines()
+    assert rows[0] == K6["csv"]["header"]
+    assert sum(row.startswith("http_reqs,") for row in rows) == sum(
+        p["metric"] == "http_reqs" for p in points
+    )
     recorded_metric, recorded_point = (
         K6["tags"]["metric_lines"][0],
         K6["tags"]["point_lines"][0],
