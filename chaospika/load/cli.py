@@ -9,7 +9,8 @@ ended EXIT_GRACE seconds after its time limit is ended by a watchdog.
 k6's flags: -e/--env KEY=VALUE (seen by {{env.KEY}}), --vus, --duration,
 --iterations, --stage DURATION:TARGET (they replace the scenarios, as in k6; see
 shortcuts.py), --out json=FILE / csv=FILE (k6's formats, see output.py),
---no-thresholds, --summary-export FILE.
+--no-thresholds, --summary-export FILE, --summary-json FILE (what a k6 script's
+handleSummary(data) gets, as JSON).
 """
 
 import argparse
@@ -108,6 +109,18 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
     if args.summary_export:
         with open(args.summary_export, "w") as handle:
             json.dump(result.summary_export, handle, indent=2)
+    if args.summary_json:
+        from chaospika.load import summary
+
+        data = summary.data(
+            result.registry,
+            result.thresholds,
+            result.duration_s,
+            trend_stats=session.load.summary_trend_stats,
+            time_unit=session.load.summary_time_unit,
+        )
+        with open(args.summary_json, "w") as handle:
+            json.dump(data, handle, indent=2)
     if signalled:
         return EXIT_SIGNAL
     if args.no_thresholds:
@@ -157,6 +170,11 @@ def add_load_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("spec", help="path of the JSON spec (k6's options shape)")
     run.add_argument("--name", default="load", help="name of the run in the logs")
     run.add_argument("--summary-export", help="write k6's summary-export JSON here")
+    run.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="write the data k6 hands to handleSummary() (JSON.stringify(data))",
+    )
     run.add_argument("--max-duration", type=float, help="hard cap in seconds")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument(

@@ -269,9 +269,14 @@ def test_item_12_ctrl_c_prints_the_summary_writes_the_export_exits_105(tmp_path)
     spec.write_text(
         json.dumps({"vus": 1, "duration": "30s", "steps": [{"think": 0.2}]})
     )
-    export = tmp_path / "export.json"
+    export, data = tmp_path / "export.json", tmp_path / "data.json"
     process = _cli(
-        "--summary-export", str(export), str(spec), start_new_session=True
+        "--summary-export",
+        str(export),
+        "--summary-json",
+        str(data),
+        str(spec),
+        start_new_session=True,
     )  # its own process group: Ctrl-C reaches the whole group, as in a terminal
     try:
         deadline = time.monotonic() + 20
@@ -292,6 +297,9 @@ def test_item_12_ctrl_c_prints_the_summary_writes_the_export_exits_105(tmp_path)
         recorded["summary_printed"] and "iterations" in out and "TOTAL RESULTS" in out
     )
     assert recorded["export_written"] and "iterations" in export.read_text()
+    handle_summary = json.loads(data.read_text())  # handleSummary(data)'s shape
+    assert set(handle_summary) >= {"root_group", "options", "state", "metrics"}
+    assert handle_summary["metrics"]["iterations"]["values"]["count"] > 0
     assert out.count("TOTAL RESULTS") + err.count("TOTAL RESULTS") == 1  # once
 
 
