@@ -19,6 +19,7 @@ from chaospika.load.http1 import USER_AGENT
 from chaospika.load.limits import Limits, check_vus, parse_limits
 from chaospika.load.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
 from chaospika.load.shortcuts import expand
+from chaospika.load.template import scenario_env
 from chaospika.load.thresholds import ThresholdSet, parse_thresholds
 
 __all__ = [
@@ -42,7 +43,7 @@ TOP_LEVEL_KEYS = (
     "limits",
 )
 ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.load.k6)
-COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "steps", "exec")
+COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "env", "steps", "exec")
 MAX_PROCESSES = 256
 TIME_UNITS = ("s", "ms", "us")  # k6's summaryTimeUnit values
 
@@ -255,9 +256,10 @@ def _scenario(
         tags={**tags, **_tags(f"{where}.tags", raw.get("tags", {}))},
         exec=raw.get("exec") if isinstance(raw.get("exec"), str) else None,
     )
-    return Scenario(
-        config, executor, _iteration(where, name, raw, registry, user_agent)
-    )
+    env = _tags(f"{where}.env", raw.get("env", {}))  # k6: strings, like tags
+    with scenario_env(env):
+        iteration = _iteration(where, name, raw, registry, user_agent)
+    return Scenario(config, executor, iteration)
 
 
 def _iteration(

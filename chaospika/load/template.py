@@ -2,7 +2,9 @@
 
 Placeholders: {{vu}}, {{iter}}, {{scenario}}, {{uuid}}, {{counter}} (process-wide,
 increasing), {{random:a|b|c}}, {{randint:1-100}}, {{now_ms}}, {{var.NAME}} (a value
-the VU captured) and {{env.NAME}} (read once, at compile time). A string that is
+the VU captured) and {{env.NAME}} (read once, at compile time, from the scenario's
+`env` first, as k6's per-scenario env, then the process environment, where
+`-e KEY=VALUE` puts it). A string that is
 exactly one placeholder keeps the placeholder's type in JSON values (a number stays
 a number); placeholders inside longer strings are formatted as text.
 """
@@ -14,7 +16,9 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -30,6 +34,7 @@ __all__ = [
     "concat_text",
     "has_placeholders",
     "resolve_static",
+    "scenario_env",
 ]
 
 PLACEHOLDER_HELP = (
@@ -37,6 +42,21 @@ PLACEHOLDER_HELP = (
     "var.NAME, env.NAME"
 )
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
+_SCENARIO_ENV: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "scenario_env", default=None
+)
+
+
+@contextmanager
+def scenario_env(env: Mapping[str, str]) -> Iterator[None]:
+    """While compiling a scenario: its `env` (k6's) seen first by {{env.NAME}}."""
+    token = _SCENARIO_ENV.set(env)
+    try:
+        yield
+    finally:
+        _SCENARIO_ENV.reset(token)
+
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
 _RANGE = re.compile(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*\Z")
 _counter = itertools.count(1)
@@ -146,6 +166,9 @@ def _placeholder(field: str, expr: str, scenario: str) -> tuple[bool, Any]:
     if scope in ("var", "env") and _NAME.match(name):
         if scope == "var":
             return False, _var_getter(field, name)
+        own = _SCENARIO_ENV.get() or {}
+        if name in own:
+            return True, own[name]
         if name not in os.environ:
             raise ScenarioError(
                 field, f"{{{{env.{name}}}}}: environment variable {name} is not set"

@@ -418,3 +418,21 @@ def test_cli_overrides_replace_the_scenarios_like_k6():
         parse_spec({**one, "vus": 2})
     with pytest.raises(ScenarioError, match=r"iterations \(1\) can't be less"):
         parse_spec({"vus": 4, "steps": [{"think": 0}]})  # as k6: 1 iteration, 4 VUs
+
+
+def test_per_scenario_env_comes_before_the_process_env(monkeypatch):
+    monkeypatch.setenv("PIKA_PARITY_PATH", "/from-process")
+    with Server() as server:
+        step = {"request": {"url": server.url + "{{env.PIKA_PARITY_PATH}}"}}
+        scenarios = {
+            name: {"executor": "per-vu-iterations", "steps": [step], **extra}
+            for name, extra in {
+                "own": {"env": {"PIKA_PARITY_PATH": "/from-scenario"}},
+                "plain": {},
+            }.items()
+        }
+        run({"scenarios": scenarios})
+        paths = sorted(head.split(" ")[1] for head in server.heads)
+    assert paths == ["/from-process", "/from-scenario"]
+    with pytest.raises(ScenarioError, match=r"scenarios\.own\.env\.X"):
+        parse_spec({"scenarios": {"own": {**scenarios["own"], "env": {"X": 1}}}})
