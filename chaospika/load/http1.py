@@ -201,6 +201,15 @@ class Response:
             result[key] = f"{result[key]}, {text}" if key in result else text
         return result
 
+    def header_values(self, name: str) -> list[str]:
+        """Every value of one header (e.g. each Set-Cookie), in order."""
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.decode("latin-1")
+            for key, value in self._full().headers
+            if key.lower() == wanted
+        ]
+
     @property
     def body(self) -> bytes:
         """The whole response body (de-chunked)."""

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 from typing import Any
 
+from chaospika.load.cookies import has_set_cookie
 from chaospika.load.errors import ScenarioError
 from chaospika.load.http1 import (
     DEFAULT_EXPECTED,
@@ -453,6 +454,9 @@ class _RequestStep:
         data = self.data
         if data is None:
             data = self.render(vu)
+        if vu.cookies:  # k6's per-VU jar: the cookies earlier responses set
+            origin = self.origin
+            data = vu.cookies.apply(origin.host, origin.scheme == "https", data)
         conn = vu.client.free(self.origin)
         if conn is None:  # first request, or after a failure: connect first
             response = await vu.client.exchange(
@@ -475,6 +479,7 @@ class _RequestStep:
             self.needs_response
             or self.dynamic_url_tag
             or (status in REDIRECT_STATUSES and self.redirects != 0)
+            or (conn.raw and has_set_cookie(conn.raw[0]))
         ):
             response = conn.response(status, _REUSED, start, written, len(data))
             await self._complete(vu, response, data)
@@ -497,6 +502,9 @@ class _RequestStep:
 
     async def _complete(self, vu: VU, response: Response, data: bytes) -> None:
         """Record the response, follow its redirects, then check and capture."""
+        if response.status:
+            path = data.split(b" ", 2)[1].decode("latin-1")
+            vu.cookies.store_response(self.origin.host, path, response)
         if response.status not in REDIRECT_STATUSES or self.redirects == 0:
             self._record(vu, response, data)
             return

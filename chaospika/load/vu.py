@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from chaospika.load.cookies import CookieJar
 from chaospika.load.http1 import (
     DEFAULT_EXPECTED,
     REDIRECT_STATUSES,
@@ -150,6 +151,15 @@ class VuHttp:
         method = method.upper()
         origin, target = self._parse(url)
         headers = dict(headers or {})
+        jar = self._vu.cookies
+        if jar:
+            cookie = jar.header(origin.host, target, origin.scheme == "https")
+            if cookie:
+                given = next((k for k in headers if k.lower() == "cookie"), None)
+                if given is None:
+                    headers["Cookie"] = cookie
+                else:
+                    headers[given] = f"{headers[given]}; {cookie}"
         payload = b""
         if json is not None:
             payload = jsonlib.dumps(json, separators=(",", ":")).encode()
@@ -162,6 +172,8 @@ class VuHttp:
         )
         response = await self.client.exchange(origin, data, timeout, method == "HEAD")
         response.url = url
+        if response.status:
+            jar.store_response(origin.host, target, response)
         expected = (
             DEFAULT_EXPECTED
             if expected_statuses is None
@@ -299,6 +311,7 @@ class VU:
         self.tags: dict[str, str] = {"group": "", **(tags or {}), "scenario": scenario}
         self.vars: dict[str, Any] = {}
         self.tag_cache: dict[Any, dict[str, str]] = {}
+        self.cookies = CookieJar()  # k6's per-VU jar, emptied at each iteration
         self.client = HttpClient(tls_verify=tls_verify)
         self.http = VuHttp(self, self.client)
         self._sessions: list[WsSession] = []

@@ -42,6 +42,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = int(self.path.rsplit("/", 1)[1])
         body = b'{"ok": true}'
         self.send_response(status)
+        if self.path == "/login":
+            self.send_header("Set-Cookie", "sid=abc123; Path=/; HttpOnly")
+            self.send_header("Set-Cookie", "theme=dark; Max-Age=3600")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -185,6 +188,29 @@ def record_csv(k6: str, work: Path) -> dict:
         run_k6(k6, script, work, "--out=csv=out.csv")
         lines = (work / "out.csv").read_text().splitlines()
     return {"header": lines[0], "rows": [_normalise(x, server.url) for x in lines[1:8]]}
+
+
+COOKIE_STEPS = ["/me", "/login", "/me", "/account/me"]
+
+
+def record_cookies(k6: str, work: Path) -> dict:
+    """The per-VU cookie jar: Set-Cookie sent back, reset at every iteration."""
+    with Server() as server:
+        calls = "".join(f"  http.get(BASE + {json.dumps(p)});\n" for p in COOKIE_STEPS)
+        script = f"""
+import http from 'k6/http';
+export const options = {{ vus: 1, iterations: 2 }};
+const BASE = {json.dumps(server.url)};
+export default function () {{
+{calls}}}
+"""
+        run_k6(k6, script, work)
+        heads = server.heads
+    cookies = []
+    for head in heads:
+        found = [line for line in head.splitlines() if line.startswith("Cookie: ")]
+        cookies.append(found[0].removeprefix("Cookie: ") if found else None)
+    return {"paths": COOKIE_STEPS, "iterations": 2, "cookies": cookies}
 
 
 def _summary_data(
@@ -416,6 +442,7 @@ def record() -> None:
         ("durations", record_durations),
         ("interrupt", record_interrupt),
         ("csv", record_csv),
+        ("cookies", record_cookies),
     ]
     if len(sys.argv) > 1:  # re-record some cases: python k6_parity.py parser
         result = json.loads(PARITY_FILE.read_text())

@@ -436,3 +436,52 @@ def test_per_scenario_env_comes_before_the_process_env(monkeypatch):
     assert paths == ["/from-process", "/from-scenario"]
     with pytest.raises(ScenarioError, match=r"scenarios\.own\.env\.X"):
         parse_spec({"scenarios": {"own": {**scenarios["own"], "env": {"X": 1}}}})
+
+
+def _cookie_headers(heads: list[str]) -> list:
+    found = []
+    for head in heads:
+        lines = [line for line in head.splitlines() if line.startswith("Cookie: ")]
+        found.append(lines[0].removeprefix("Cookie: ") if lines else None)
+    return found
+
+
+def test_per_vu_cookie_jar_like_k6():
+    recorded = K6["cookies"]
+    with Server() as server:
+        steps = [{"request": {"url": server.url + path}} for path in recorded["paths"]]
+        run({"vus": 1, "iterations": recorded["iterations"], "steps": steps})
+        heads = server.heads
+    assert _cookie_headers(heads) == recorded["cookies"]
+
+
+def test_cookie_jar_of_python_exec_requests(monkeypatch):
+    with Server() as server:
+        monkeypatch.setenv("PIKA_PARITY_BASE", server.url)
+        run({"vus": 1, "iterations": 2, "exec": "test_k6_parity:cookie_flow"})
+        heads = server.heads
+    assert _cookie_headers(heads) == K6["cookies"]["cookies"]
+
+
+async def cookie_flow(vu):
+    for path in K6["cookies"]["paths"]:
+        await vu.http.request("GET", os.environ["PIKA_PARITY_BASE"] + path)
+
+
+def test_cookie_jar_rules():
+    from chaospika.load.cookies import CookieJar
+
+    jar = CookieJar()
+    jar.store(
+        "shop.test", "/a/b", ["x=1", "y=2; Path=/; Secure", "z=3; Domain=test; Path=/"]
+    )
+    jar.store("shop.test", "/", ["gone=1; Max-Age=0", "bad; Path=/"])
+    assert jar.header("shop.test", "/a/c", secure=False) == "x=1; z=3"
+    assert jar.header("shop.test", "/b", secure=True) == "y=2; z=3"
+    assert jar.header("api.test", "/", secure=False) == "z=3"  # Domain: subdomains
+    jar.store("shop.test", "/", ["y=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT"])
+    assert jar.header("shop.test", "/b", secure=True) == "z=3"
+    data = b"GET /a/x HTTP/1.1\r\nHost: shop.test\r\nCookie: own=1\r\n\r\n"
+    assert jar.apply("shop.test", False, data) == (
+        b"GET /a/x HTTP/1.1\r\nHost: shop.test\r\nCookie: own=1; x=1; z=3\r\n\r\n"
+    )

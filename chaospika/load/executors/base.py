@@ -282,6 +282,9 @@ class Executor:
     async def _iterate(self, vu: Any) -> None:
         """One iteration on `vu`; a full one records iterations, iteration_duration."""
         started = time.perf_counter()
+        jar = getattr(vu, "cookies", None)
+        if jar:
+            jar.clear()  # k6 empties a VU's cookie jar at every iteration
         try:
             await self.iteration_fn(vu)
         except asyncio.CancelledError:
