@@ -1,6 +1,6 @@
 """Scenario steps: validated and compiled once, then run by every iteration.
 
-`compile_steps` turns a list of steps (request, think, ws, group) into one
+`compile_steps` turns a list of steps (request, think, ws, group, batch) into one
 `async def iteration(vu)`. Requests are pre-encoded: a request without
 placeholders is a single bytes object sent as is; otherwise only the dynamic
 parts are formatted per iteration. Every bad field raises ScenarioError naming
@@ -61,7 +61,8 @@ IterationFn = Callable[[VU], Awaitable[None]]
 Runner = Callable[[VU], Awaitable[None]]
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_TIMEOUT = "60s"  # k6's default request timeout
-_STEP_KINDS = ("request", "think", "ws", "group")
+_STEP_KINDS = ("request", "think", "ws", "group", "batch")
+BATCH_LIMIT, BATCH_PER_HOST = 20, 6  # k6's batch and batchPerHost defaults
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)\Z"
@@ -796,9 +797,45 @@ def _compile_step(field: str, step: Any, ctx: _Context) -> Runner:
         _only_keys(field, step, ("group", "steps"))
         return _compile_group(field, step, ctx)
     _only_keys(field, step, (kind,))
+    if kind == "batch":
+        return _compile_batch(field, step["batch"], ctx)
     if kind == "think":
         return _compile_think(field, step["think"])
     return _compile_ws(field, step["ws"], ctx)
+
+
+def _compile_batch(field: str, value: Any, ctx: _Context) -> Runner:
+    """k6's http.batch: request steps sent in parallel (at most BATCH_LIMIT at once,
+    BATCH_PER_HOST per host), each with its own checks and captures."""
+    items = _list(f"{field}.batch", value)
+    if not items:
+        raise ScenarioError(f"{field}.batch", "expected at least one request step")
+    requests = []
+    for index, item in enumerate(items):
+        where = f"{field}.batch[{index}]"
+        item = _mapping(where, item)
+        if "request" not in item:
+            raise ScenarioError(where, "a batch holds request steps ({'request': ...})")
+        _only_keys(where, item, ("request", "checks", "captures"))
+        requests.append(_RequestStep(where, item, ctx))
+
+    async def batch(vu: VU) -> None:
+        total = asyncio.Semaphore(BATCH_LIMIT)
+        per_host: dict[Any, asyncio.Semaphore] = {}
+
+        async def one(step: _RequestStep) -> None:
+            host = per_host.setdefault(step.origin, asyncio.Semaphore(BATCH_PER_HOST))
+            async with total, host:
+                await step(vu)
+
+        results = await asyncio.gather(
+            *(one(step) for step in requests), return_exceptions=True
+        )
+        for result in results:  # every request has ended: the first error goes on
+            if isinstance(result, BaseException):
+                raise result
+
+    return batch
 
 
 def _compile_list(field: str, steps: Any, ctx: _Context) -> list[Runner]:

@@ -38,6 +38,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(self.heads) < 50:
             self.heads.append(self.requestline + "\r\n" + str(self.headers))
         status = 200
+        if self.path.startswith("/slow"):
+            time.sleep(0.3)
         if self.path.startswith("/status/"):
             status = int(self.path.rsplit("/", 1)[1])
         body = b'{"ok": true}'

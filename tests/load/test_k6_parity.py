@@ -485,3 +485,30 @@ def test_cookie_jar_rules():
     assert jar.apply("shop.test", False, data) == (
         b"GET /a/x HTTP/1.1\r\nHost: shop.test\r\nCookie: own=1; x=1; z=3\r\n\r\n"
     )
+
+
+def test_batch_sends_its_requests_in_parallel():
+    with Server() as server:
+        batch = [
+            {"request": {"url": f"{server.url}/slow/{n}"}, "checks": [{"status": 200}]}
+            for n in range(3)
+        ]
+        result = run({"iterations": 1, "steps": [{"batch": batch}]})
+        paths = sorted(head.split(" ")[1] for head in server.heads)
+    assert paths == ["/slow/0", "/slow/1", "/slow/2"]
+    registry = result.registry
+    took = registry.stats("iteration_duration", ["max"])["max"]
+    assert took < 850  # ms: three 0.3 s requests at once, not one after the other
+    assert registry.stats("http_reqs")["count"] == 3
+    assert registry.stats("checks")["passes"] == 3
+    with pytest.raises(ScenarioError, match=r"steps\[0\]\.batch\[0\]"):
+        parse_spec({"iterations": 1, "steps": [{"batch": [{"think": 1}]}]})
+
+
+def test_batch_cannot_run_on_k6():
+    from chaospika.load.k6.script import translate
+
+    spec = {"engine": "k6", "iterations": 1, "steps": [{"batch": [{"request": {
+        "url": "http://127.0.0.1:1/"}}]}]}  # fmt: skip
+    with pytest.raises(ScenarioError, match="pika engine only"):
+        translate(spec)

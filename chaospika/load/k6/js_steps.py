@@ -83,6 +83,11 @@ class StepWriter:
             self._think(field, step["think"])
         elif "ws" in step:
             self._ws(f"{field}.ws", step["ws"])
+        elif "batch" in step:
+            raise ScenarioError(
+                f"{field}.batch",
+                "batch steps run on the pika engine only (engine: pika)",
+            )
         else:
             name = resolve_static(f"{field}.group", step["group"], self.scenario)
             self.emit(f"group({js_string(name)}, () => {{")
