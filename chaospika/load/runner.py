@@ -52,6 +52,7 @@ FOLD_PERIOD = 0.05  # seconds between two rounds of metric folding
 FOLD_ROUND = 64  # slices one round folds at most (each FOLD_SLICE values)
 ABORT_PERIOD = 2.0  # seconds between two abortOnFail judgements (k6's thresholds tick)
 ABORT_SLACK = 0.5  # a tick a little early still counts
+HOOK_TIMEOUT = 60.0  # seconds setup or teardown may take (k6's setupTimeout)
 
 ProgressCallback = Callable[[dict], None]
 
@@ -169,7 +170,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_deadline(load: LoadSpec, max_duration: float | None) -> float:
     """Seconds after the start at which the run is stopped whatever happens."""
-    limit = load.max_duration() + END_MARGIN
+    hooks = (load.setup is not None) + (load.teardown is not None)
+    limit = load.max_duration() + END_MARGIN + hooks * HOOK_TIMEOUT
     if max_duration is None:
         return limit
     if isinstance(max_duration, bool) or not isinstance(max_duration, (int, float)):
@@ -215,6 +217,7 @@ class LocalRun:
         self.t0 = 0.0
         self._stop = asyncio.Event()
         self._vus_made = 0
+        self.setup_data: dict = {}  # vars captured by setup: every VU starts with them
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -234,11 +237,26 @@ class LocalRun:
         """Iterations that raised so far."""
         return sum(outcome.errors for outcome in self.outcomes.values())
 
+    async def _hook(self, name: str, hook: Any, data: dict) -> dict:
+        """Run setup or teardown once on its own VU (k6's); its captured vars."""
+        from chaospika.load.vu import VU
+
+        vu = VU(0, name, self.registry, {}, {}, user_agent=self.load.user_agent)
+        vu.vars.update(data)
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT):
+                await hook(vu)
+        finally:
+            await vu.close()
+        return dict(vu.vars)
+
     async def run(self, on_second: Callable[[float], None]) -> None:
         """Run to the end; `on_second(elapsed)` is called once a second."""
         loop = asyncio.get_running_loop()
-        self.t0 = time.monotonic()
         use_budget(self.budget)  # the tasks created below inherit it
+        if self.load.setup is not None:  # before the clock starts, as k6's setup()
+            self.setup_data = await self._hook("setup", self.load.setup, {})
+        self.t0 = time.monotonic()
         scenarios = [
             loop.create_task(self._scenario(scenario))
             for scenario in self.load.scenarios.values()
@@ -253,6 +271,8 @@ class LocalRun:
         ]
         try:
             results = await asyncio.gather(*scenarios, return_exceptions=True)
+            if self.load.teardown is not None:
+                await self._hook("teardown", self.load.teardown, self.setup_data)
         finally:
             await cancel_all(scenarios + helpers, patience=SCENARIO_CLEANUP)
             use_budget(None)
@@ -299,7 +319,7 @@ class LocalRun:
         def make_vu() -> Any:
             self._vus_made += 1
             number = (self._vus_made - 1) * segment.count + segment.index + 1
-            return VU(
+            vu = VU(
                 number,
                 name,
                 registry,
@@ -308,6 +328,8 @@ class LocalRun:
                 max_redirects=redirects,
                 user_agent=user_agent,
             )
+            vu.vars.update(self.setup_data)  # k6: setup()'s data reaches every VU
+            return vu
 
         return make_vu
 

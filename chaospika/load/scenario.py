@@ -37,6 +37,8 @@ TOP_LEVEL_KEYS = (
     "summaryTrendStats",
     "summaryTimeUnit",
     "userAgent",
+    "setup",
+    "teardown",
     "engine",
     "metrics",
     "maxRedirects",
@@ -89,6 +91,8 @@ class LoadSpec:
     max_redirects: int | None = None  # k6's maxRedirects; None: default 10
     summary_time_unit: str | None = None  # k6's summaryTimeUnit: "s", "ms", "us"
     user_agent: str = USER_AGENT  # k6's userAgent ("": no User-Agent header)
+    setup: IterationFn | None = None  # k6's setup(): its captures reach every VU
+    teardown: IterationFn | None = None  # k6's teardown(data), after the scenarios
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
     used: bool = field(default=False, repr=False)  # set by the runner: one run each
 
@@ -131,6 +135,13 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
             "userAgent", f"expected a one-line string, got {user_agent!r}"
         )
     scenarios = _scenarios(spec, tags, registry, user_agent)
+    hooks = {
+        key: _iteration(key, key, _hook(key, spec[key]), registry, user_agent)
+        for key in ("setup", "teardown")
+        if key in spec
+    }
+    if hooks and processes > 1:
+        raise ScenarioError(next(iter(hooks)), "needs processes: 1")
     check_vus(scenarios, limits)
     thresholds = parse_thresholds(spec.get("thresholds", {}), registry)
     return LoadSpec(
@@ -146,7 +157,17 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         limits=limits,
         summary_time_unit=time_unit,
         user_agent=user_agent,
+        setup=hooks.get("setup"),
+        teardown=hooks.get("teardown"),
     )
+
+
+def _hook(key: str, raw: Any) -> dict[str, Any]:
+    """A setup/teardown object: {"steps": [...]} or {"exec": "module:function"}."""
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(key, f"expected {{'steps': [...]}}, got {raw!r}")
+    reject_unknown(key, dict(raw), ("steps", "exec"))
+    return dict(raw)
 
 
 def define_metrics(declared: Any, registry: Registry) -> None:

@@ -512,3 +512,40 @@ def test_batch_cannot_run_on_k6():
         "url": "http://127.0.0.1:1/"}}]}]}  # fmt: skip
     with pytest.raises(ScenarioError, match="pika engine only"):
         translate(spec)
+
+
+def test_setup_data_reaches_every_vu_and_teardown():
+    with Server() as server:
+        spec = {
+            "setup": {
+                "steps": [
+                    {
+                        "request": {"url": server.url + "/login"},
+                        "captures": [{"name": "kind", "header": "Content-Type"}],
+                    }
+                ]
+            },
+            "vus": 2,
+            "iterations": 4,
+            "steps": [{"request": {"url": server.url + "/use?k={{var.kind}}"}}],
+            "teardown": {
+                "steps": [{"request": {"url": server.url + "/end?k={{var.kind}}"}}]
+            },
+        }
+        result = run(spec)
+        paths = [head.split(" ")[1] for head in server.heads]
+    assert paths[0] == "/login" and paths[-1] == "/end?k=application/json"
+    assert paths[1:-1] == ["/use?k=application/json"] * 4
+    assert result.registry.stats("http_reqs")["count"] == 6
+    with pytest.raises(ScenarioError, match="processes: 1"):
+        parse_spec({**spec, "processes": 2})
+
+
+def test_setup_cannot_run_on_k6():
+    from chaospika.load.k6.script import translate
+
+    hook = {"steps": [{"think": 0}]}
+    with pytest.raises(ScenarioError, match="pika engine only"):
+        translate(
+            {"engine": "k6", "iterations": 1, "steps": [{"think": 0}], "setup": hook}
+        )

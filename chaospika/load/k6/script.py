@@ -104,7 +104,11 @@ def _custom_metrics(declared: Mapping[str, Any]) -> list[str]:
 
 
 def reject_exec(raw: Mapping[str, Any]) -> None:
-    """ScenarioError for a scenario that runs a Python function: k6 cannot."""
+    """ScenarioError for a scenario that runs a Python function: k6 cannot (nor,
+    here, setup/teardown: they run on the pika engine only)."""
+    for key in ("setup", "teardown"):
+        if isinstance(raw, Mapping) and key in raw:
+            raise ScenarioError(key, "runs on the pika engine only (engine: pika)")
     scenarios = raw.get("scenarios") if isinstance(raw, Mapping) else None
     if not isinstance(scenarios, Mapping):
         return
