@@ -31,7 +31,7 @@ demo: $(BIN)/chaos
 	  --api-port $(DEMO_API_PORT) --redis-port $(DEMO_REDIS_PORT)
 	PIKA_API_URL=$(PIKA_API_URL) PIKA_REDIS_URL=redis://127.0.0.1:$(DEMO_REDIS_PORT)/0 \
 	  PIKA_WORKER_PIDFILE=$(DEMO_DIR)/worker.pid PIKA_DB_URL=sqlite:///$(DEMO_DIR)/orders.db \
-	  $(BIN)/chaos --log-file chaostoolkit.log run --journal-path journal.json \
+	  $(BIN)/chaos --log-file chaostoolkit.log --no-version-check run --journal-path journal.json \
 	  experiments/worker-crash.json || true
 	$(BIN)/python -m chaospika.report journal.json || true
 	$(BIN)/chaospika sandbox down --dir $(DEMO_DIR)

@@ -43,6 +43,7 @@ class Experiment:
     file: str
     cases: dict[str, tuple[str, str | None]]
     sandbox: dict = field(default_factory=dict)
+    consistency: str = CONSISTENCY
 
 
 EXPERIMENTS = {
@@ -56,15 +57,38 @@ EXPERIMENTS = {
             "no-claim": ("deviated", "stuck"),
         },
     ),
+    "redis-outage": Experiment(
+        "redis-outage.json",
+        {"healthy": ("passed", None), "no-redis-timeout": ("deviated", None)},
+        consistency="no-acknowledged-order-lost-and-none-unexpected",
+    ),
+    "redis-flush": Experiment(
+        "redis-flush.json",
+        {"healthy": ("passed", None), "stock-reseed": ("deviated", "oversold")},
+    ),
+    "api-redis-partition": Experiment(
+        "api-redis-partition.json",
+        {"healthy": ("passed", None)},
+        sandbox={"proxy": True},
+        consistency="no-acknowledged-order-lost-duplicated-or-oversold",
+    ),
+    "redis-latency": Experiment(
+        "redis-latency.json", {"healthy": ("passed", None)}, sandbox={"proxy": True}
+    ),
+    "ws-chaos": Experiment(
+        "ws-chaos.json",
+        {"healthy": ("passed", None), "slow-subscriber": ("deviated", None)},
+        sandbox={"proxy": True},
+    ),
 }
 BURN_SECONDS_LIMIT = 4 * 3600
 
 
-def after_probe(journal: dict) -> dict:
-    """The consistency probe's output in the hypothesis after the method."""
+def after_probe(journal: dict, name: str) -> dict:
+    """The output of the probe `name` in the hypothesis after the method."""
     after = (journal.get("steady_states") or {}).get("after") or {}
     for run in after.get("probes", []):
-        if run["activity"]["name"] == CONSISTENCY:
+        if run["activity"]["name"] == name:
             return run.get("output") or {}
     return {}
 
@@ -92,6 +116,8 @@ def sandbox_env(state: dict) -> dict[str, str]:
     if state.get("proxy_url"):
         env["PIKA_PROXY_URL"] = state["proxy_url"]
         env["PIKA_PROXY_NAME"] = state.get("proxy_name", "redis")
+        env["PIKA_WS_PROXIED_URL"] = state["proxied_ws_url"]
+    env["PIKA_WS_URL"] = state["ws_url"]
     return env
 
 
@@ -100,7 +126,11 @@ def run_once(experiment: Experiment, case: str, folder: Path) -> dict:
     bugs = () if case == "healthy" else (case,)
     ports = {"api_port": free_port(), "redis_port": free_port()}
     if experiment.sandbox.get("proxy"):
-        ports.update(proxy_port=free_port(), proxy_redis_port=free_port())
+        ports.update(
+            proxy_port=free_port(),
+            proxy_redis_port=free_port(),
+            proxy_api_port=free_port(),
+        )
     state = manager.up(
         str(folder / "sandbox"), bugs=bugs, **ports, **experiment.sandbox
     )
@@ -109,8 +139,8 @@ def run_once(experiment: Experiment, case: str, folder: Path) -> dict:
     started = time.monotonic()
     try:
         subprocess.run(
-            [str(CHAOS), "--log-file", str(folder / "chaos.log"), "run",
-             "--journal-path", str(journal_path),
+            [str(CHAOS), "--log-file", str(folder / "chaos.log"),
+             "--no-version-check", "run", "--journal-path", str(journal_path),
              str(ROOT / "experiments" / experiment.file)],
             env=env, cwd=folder, timeout=600, capture_output=True, check=False,
         )  # fmt: skip
@@ -119,7 +149,7 @@ def run_once(experiment: Experiment, case: str, folder: Path) -> dict:
     seconds = time.monotonic() - started
     verdict = read_verdict(str(journal_path))
     journal = json.loads(journal_path.read_text()) if journal_path.exists() else {}
-    probe = after_probe(journal)
+    probe = after_probe(journal, experiment.consistency)
     expected_outcome, key = experiment.cases[case]
     named = list(probe.get(key) or []) if key else []
     named_ok = key is None or (bool(named) and set(named) <= acknowledged(journal))

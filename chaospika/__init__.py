@@ -29,6 +29,9 @@ ACTIVITY_MODULES = {
         "chaospika.redis.actions",
         "chaospika.load.actions",
         "chaospika.http.actions",
+        "chaospika.network.actions",
+        "chaospika.k8s.actions",
+        "chaospika.docker.actions",
     ],
     "probes": [
         "chaospika.process.probes",
@@ -37,6 +40,10 @@ ACTIVITY_MODULES = {
         "chaospika.consistency.probes",
         "chaospika.http.probes",
         "chaospika.load.probes",
+        "chaospika.network.probes",
+        "chaospika.k8s.probes",
+        "chaospika.docker.probes",
+        "chaospika.ws.probes",
     ],
 }
 

@@ -13,13 +13,10 @@ messages have their password masked.
 """
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from chaoslib.exceptions import ActivityFailed
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
 
 from chaospika._secrets import (
     install_log_filter,
@@ -29,6 +26,9 @@ from chaospika._secrets import (
     secret_lookup,
 )
 from chaospika._validate import require_url
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when an engine is made: Redis-only
+    from sqlalchemy.engine import Engine  # processes (watchdogs, cleanup) start faster
 
 __all__ = ["DB_PASSWORD", "REDIS_PASSWORD", "redis_client", "sql_engine"]
 
@@ -80,12 +80,16 @@ def expand_sqlite(db_url: str) -> str:
     return db_url
 
 
-def sql_engine(db_url: str, arg: str = "db_url", secrets: Any = None) -> Engine:
+def sql_engine(db_url: str, arg: str = "db_url", secrets: Any = None) -> "Engine":
     """Return an SQLAlchemy engine for `db_url`; a bad URL names `arg`.
 
     A URL without a password (other than SQLite) uses the secret
     ``db_password`` if `secrets` holds one (top level or any scope).
     """
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     _use_secrets(secrets)
     if not isinstance(db_url, str) or not db_url.strip():
         raise ActivityFailed(

@@ -14,6 +14,9 @@ from chaospika import __version__
 from chaospika._secrets import redact_url
 from chaospika.ledger.cli import add_cleanup_commands
 from chaospika.load.cli import add_load_commands
+from chaospika.network.cli import add_proxy_commands
+from chaospika.report.cli import add_report_commands
+from chaospika.run.cli import add_run_commands
 from chaospika.sandbox.bugs import KNOWN_BUGS, parse_bugs
 from chaospika.verdict.cli import add_verdict_commands
 
@@ -58,6 +61,19 @@ def count_arg(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def seconds_arg(value: str) -> float:
+    """argparse type: seconds, > 0 and <= 60."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number <= 60:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds > 0 and <= 60, got {value!r}"
+        )
+    return number
+
+
 def with_manager(
     handler: Callable[[ModuleType, argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
@@ -76,13 +92,29 @@ def with_manager(
 
 
 def _print_summary(state: dict) -> None:
-    names = [name for name in ("redis", "api", "worker") if name in state["pidfiles"]]
+    names = [
+        name
+        for name in ("redis", "proxy", "api", "worker")
+        if name in state["pidfiles"]
+    ]
     pidfiles = [state["pidfiles"][name] for name in names]
     logs = [state["logs"][name] for name in names]
     redis_kind = "embedded" if state.get("redis_embedded") else "external"
+    if state.get("redis_container"):
+        redis_kind = f"container {state['redis_container']}"
     print(f"  API     {state['api_url']}")
     print(f"  WS      {state['ws_url']}")
     print(f"  Redis   {redact_url(state['redis_url'])}   ({redis_kind})")
+    if state.get("proxy_url"):
+        print(
+            f"  proxy   {state['proxy_url']}   (proxy {state['proxy_name']!r}: "
+            f"the API uses {redact_url(state['api_redis_url'])})"
+        )
+        if state.get("proxied_api_url"):
+            print(
+                f"  proxied {state['proxied_ws_url']}   (proxy 'api' in front of "
+                "the API, for client-side faults)"
+            )
     print(f"  DB      {redact_url(state['db_url'])}")
     print("  worker  consumer worker-<pid> of group inventory")
     print(f"  bugs    {', '.join(state['bugs']) or 'none'}")
@@ -103,6 +135,13 @@ def sandbox_up(manager: ModuleType, args: argparse.Namespace) -> int:
         batch=args.batch,
         timeout=args.timeout,
         reset=args.reset,
+        proxy=args.proxy,
+        proxy_port=args.proxy_port,
+        proxy_redis_port=args.proxy_redis_port,
+        proxy_api_port=args.proxy_api_port,
+        redis_timeout=args.redis_timeout,
+        redis_container=args.redis_container,
+        docker_url=args.docker_url,
     )
     running_bugs = tuple(state.get("bugs") or ())
     if (state["already_running"] or state["restarted"]) and running_bugs != args.bugs:
@@ -110,6 +149,26 @@ def sandbox_up(manager: ModuleType, args: argparse.Namespace) -> int:
             f"error: the sandbox in {state['dir']} already runs with bugs "
             f"{', '.join(running_bugs) or 'none'}, not {', '.join(args.bugs) or 'none'}; "
             f"stop it first: chaospika sandbox down --dir {state['dir']}",
+            file=sys.stderr,
+        )
+        return 1
+    if (state["already_running"] or state["restarted"]) and bool(
+        state.get("proxy_url")
+    ) != bool(args.proxy):
+        with_or_without = "with" if state.get("proxy_url") else "without"
+        print(
+            f"error: the sandbox in {state['dir']} already runs {with_or_without} "
+            f"the proxy; stop it first: chaospika sandbox down --dir {state['dir']}",
+            file=sys.stderr,
+        )
+        return 1
+    if (state["already_running"] or state["restarted"]) and bool(
+        state.get("redis_container")
+    ) != bool(args.redis_container):
+        with_or_without = "with" if state.get("redis_container") else "without"
+        print(
+            f"error: the sandbox in {state['dir']} already runs {with_or_without} "
+            f"a Redis container; stop it first: chaospika sandbox down --dir {state['dir']}",
             file=sys.stderr,
         )
         return 1
@@ -132,6 +191,9 @@ def sandbox_down(manager: ModuleType, args: argparse.Namespace) -> int:
         print(f"sandbox stopped: {', '.join(result['stopped'])} ({result['dir']})")
     else:
         print(f"sandbox is not running ({result['dir']})")
+    container = result.get("redis_container")
+    if container and container["removed"]:
+        print(f"removed the Redis container {container['container']}")
     return 0
 
 
@@ -150,11 +212,18 @@ def sandbox_status(manager: ModuleType, args: argparse.Namespace) -> int:
         "api": result.get("api_url"),
         "worker": result.get("db_url"),
         "redis": result.get("redis_url"),
+        "proxy": result.get("proxy_url"),
     }
     for name, service in result["services"].items():
         word = "running" if service["running"] else "stopped"
-        pid = service["pid"] or "-"
-        print(f"  {name:<7} {word:<8} pid {pid:<8} {urls.get(name) or ''}")
+        where = f"pid {service['pid'] or '-':<8}"
+        if service.get("container"):
+            where = f"container {service['container']}"
+        print(f"  {name:<7} {word:<8} {where} {urls.get(name) or ''}")
+        if service.get("error"):
+            print(f"          {service['error']}")
+    if result.get("proxy_url"):
+        print(f"  the API reaches Redis through {redact_url(result['api_redis_url'])}")
     return code
 
 
@@ -178,11 +247,47 @@ def add_sandbox_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--bugs", type=bugs_arg, default=(), help=", ".join(KNOWN_BUGS))
     up.add_argument("--api-port", type=port_arg, default=8731)
     up.add_argument("--redis-port", type=port_arg, default=6391)
-    up.add_argument("--redis-url", help="use this Redis instead of starting one")
+    own_redis = up.add_mutually_exclusive_group()
+    own_redis.add_argument("--redis-url", help="use this Redis instead of starting one")
+    own_redis.add_argument(
+        "--redis-container",
+        action="store_true",
+        help="run the sandbox's Redis in a Docker container (on --redis-port)",
+    )
+    up.add_argument(
+        "--docker-url",
+        help="Docker engine for --redis-container (default $DOCKER_HOST or the socket)",
+    )
     up.add_argument("--db-url", help="SQLAlchemy URL (default sqlite in --dir)")
     up.add_argument("--work-ms", type=count_arg(0), default=5)
     up.add_argument("--batch", type=count_arg(1), default=20)
     up.add_argument("--timeout", type=count_arg(1), default=30)
+    up.add_argument(
+        "--proxy",
+        action="store_true",
+        help="run the fault proxy: 'redis' between the API and Redis, 'api' before the API",
+    )
+    up.add_argument(
+        "--proxy-port", type=port_arg, default=8732, help="the proxy's HTTP API"
+    )
+    up.add_argument(
+        "--proxy-redis-port",
+        type=port_arg,
+        default=6392,
+        help="where the proxy 'redis' listens",
+    )
+    up.add_argument(
+        "--proxy-api-port",
+        type=port_arg,
+        default=8733,
+        help="where the proxy 'api' (in front of the API) listens",
+    )
+    up.add_argument(
+        "--redis-timeout",
+        type=seconds_arg,
+        default=0.5,
+        help="seconds the API waits on each Redis operation (default 0.5)",
+    )
     up.add_argument(
         "--reset",
         action="store_true",
@@ -211,6 +316,9 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_load_commands,
     add_verdict_commands,
     add_cleanup_commands,
+    add_run_commands,
+    add_report_commands,
+    add_proxy_commands,
 ]
 
 

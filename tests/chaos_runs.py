@@ -26,6 +26,11 @@ def sandbox_env(state: dict, **overrides: str) -> dict[str, str]:
         PIKA_WORKER_PIDFILE=state["pidfiles"]["worker"],
         PIKA_PRODUCT_ID=f"sale-{uuid.uuid4().hex[:8]}",
     )
+    if state.get("proxy_url"):
+        env["PIKA_PROXY_URL"] = state["proxy_url"]
+        env["PIKA_PROXY_NAME"] = state.get("proxy_name", "redis")
+        env["PIKA_WS_PROXIED_URL"] = state["proxied_ws_url"]
+    env["PIKA_WS_URL"] = state["ws_url"]
     env.update(overrides)
     return env
 
@@ -36,6 +41,7 @@ def chaos_argv(folder: Path, experiment: Path, *options: str) -> list[str]:
         str(CHAOS),
         "--log-file",
         str(folder / "chaos.log"),
+        "--no-version-check",
         "run",
         "--journal-path",
         str(folder / "journal.json"),

@@ -10,8 +10,9 @@ In a test module::
 
 ``make_sandbox(tmp_path, bugs=(), db_url=None, **opts)`` runs
 ``chaospika.sandbox.manager.up`` on free ports in a new folder under
-`tmp_path` (opts: work_ms, batch, api_port, redis_port, redis_url, timeout)
-and returns the state dict; every sandbox made is stopped with ``down`` at the
+`tmp_path` (opts: work_ms, batch, api_port, redis_port, redis_url, timeout,
+redis_timeout, proxy=True with proxy_port and proxy_redis_port on free ports
+too) and returns the state dict; every sandbox made is stopped with ``down`` at the
 end of the test. ``sandbox`` is one default sandbox made that way.
 ``spawn`` starts single services (``python -m chaospika.sandbox.api ...``).
 """
@@ -104,6 +105,10 @@ def make_sandbox():
         if opts.get("redis_url") is None:
             opts.setdefault("redis_port", free_port())
         opts.setdefault("api_port", free_port())
+        if opts.get("proxy"):
+            opts.setdefault("proxy_port", free_port())
+            opts.setdefault("proxy_redis_port", free_port())
+            opts.setdefault("proxy_api_port", free_port())
         folders.append(folder)
         return manager.up(folder, bugs=bugs, db_url=db_url, **opts)
 

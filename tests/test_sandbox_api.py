@@ -1,7 +1,12 @@
 """The sandbox's order API and WebSocket feed, against a real Redis and real processes."""
 
 import asyncio
+import base64
+import errno
 import json
+import os
+import socket
+import time
 import uuid
 
 import aiohttp
@@ -194,6 +199,12 @@ def test_unknown_product_gets_404(api, redis_conn):
     assert redis_conn.xlen("orders:stream") == 0
     assert redis_conn.get("idem:k1") is None
 
+    # A product whose stock key was lost (a flush) is refused the same way.
+    call("POST", f"{api}/products/p1/init", json={"stock": 3})
+    redis_conn.delete("stock:p1")
+    assert order(api, "p1", "k2")[0] == 404
+    assert redis_conn.get("stock:p1") is None and redis_conn.xlen("orders:stream") == 0
+
 
 def test_sold_out_gets_409_and_takes_nothing(api, redis_conn):
     call("POST", f"{api}/products/p1/init", json={"stock": 0})
@@ -234,9 +245,52 @@ def test_init_refuses_while_the_worker_lags_then_resets_sql(
     assert orders == ["p2"]
 
 
-def test_redis_down_gets_503(start_api, tmp_path):
+async def timed(method: str, url: str, **kwargs) -> tuple[int, dict, dict, float]:
+    """One HTTP request; return (status, JSON body, headers, seconds taken)."""
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, **kwargs) as response,
+    ):
+        body = await response.json(content_type=None)
+        return response.status, body, dict(response.headers), time.monotonic() - started
+
+
+def timed_call(method: str, url: str, **kwargs) -> tuple[int, dict, dict, float]:
+    return asyncio.run(timed(method, url, **kwargs))
+
+
+def timed_order(api: str, product_id: str, key: str):
+    body = {"product_id": product_id, "user_id": "u1"}
+    headers = {"Idempotency-Key": key}
+    return timed_call("POST", f"{api}/orders", json=body, headers=headers)
+
+
+async def orders_at_once(api: str, product_id: str, keys: list[str]) -> list:
+    """Send one order per key concurrently; [(status, body, headers, seconds)]."""
+    return await asyncio.gather(
+        *(
+            timed(
+                "POST",
+                f"{api}/orders",
+                json={"product_id": product_id, "user_id": "u"},
+                headers={"Idempotency-Key": key},
+            )
+            for key in keys
+        )
+    )
+
+
+# A healthy API answers within its Redis budget (4 x 0.5 s) even on a loaded
+# machine; a hang lasts the whole outage (PAUSE_MS).
+FAIL_FAST_SECONDS = 2.5
+PAUSE_MS = 3000
+
+
+def test_redis_down_gets_503_fast_then_recovers_on_its_own(start_api, tmp_path):
     port = free_port()
-    server = start_redis(port, str(tmp_path / "own-redis"))
+    folder = str(tmp_path / "own-redis")
+    server = start_redis(port, folder)
     try:
         api = start_api(f"redis://127.0.0.1:{port}/0")
         call("POST", f"{api}/products/p1/init", json={"stock": 5})
@@ -244,12 +298,68 @@ def test_redis_down_gets_503(start_api, tmp_path):
     finally:
         stop_process(server)
 
-    status, reply = call("GET", f"{api}/health")
+    status, reply, headers, seconds = timed_call("GET", f"{api}/health")
     assert status == 503 and reply["status"] == "degraded" and reply["error"]
-    status, reply = order(api, "p1", "k1")
+    assert reply["redis"] == "unreachable" and headers["Retry-After"] == "1"
+    assert seconds < FAIL_FAST_SECONDS
+    status, reply, headers, seconds = timed_order(api, "p1", "k1")
     assert status == 503 and reply["status"] == "unavailable"
+    assert headers["Retry-After"] == "1" and seconds < FAIL_FAST_SECONDS
     assert call("GET", f"{api}/products/p1/stock")[0] == 503
     assert call("POST", f"{api}/products/p1/init", json={"stock": 1})[0] == 503
+
+    server = start_redis(port, folder)  # Redis returns (empty: no persistence)
+    try:
+        wait_until(lambda: health_ok(api), timeout=10)
+        assert call("POST", f"{api}/products/p1/init", json={"stock": 2})[0] == 200
+        assert order(api, "p1", "k1")[0] == 202
+    finally:
+        stop_process(server)
+
+
+def pause(redis_url: str, ms: int) -> float:
+    """CLIENT PAUSE `ms` ALL on the test's own Redis; return when it ends (monotonic)."""
+    client = redis.Redis.from_url(redis_url)
+    client.execute_command("CLIENT", "PAUSE", ms, "ALL")
+    ends = time.monotonic() + ms / 1000
+    client.close()
+    return ends
+
+
+def test_paused_redis_fails_fast_and_never_runs_a_refused_order(
+    api, redis_url, redis_conn
+):
+    call("POST", f"{api}/products/p1/init", json={"stock": 50})
+    assert order(api, "p1", "before")[0] == 202
+    keys = unique_keys(20)
+    pause_ends = pause(redis_url, PAUSE_MS)
+
+    first = asyncio.run(orders_at_once(api, "p1", keys[:10]))  # go to Redis
+    health = timed_call("GET", f"{api}/health")
+    second = asyncio.run(orders_at_once(api, "p1", keys[10:]))  # the breaker
+    assert time.monotonic() < pause_ends - 0.5, "the machine is too slow"
+
+    for status, reply, headers, seconds in first + second:
+        assert status == 503 and reply["status"] == "unavailable", reply
+        assert headers["Retry-After"] == "1"
+        assert seconds < FAIL_FAST_SECONDS
+    # the breaker refuses without asking Redis (one may be its trial)
+    assert sum(seconds < 0.3 for *_, seconds in second) >= 9
+    status, reply, headers, seconds = health
+    assert status == 503 and reply["status"] == "degraded"
+    assert reply["degraded_seconds"] >= 0 and seconds < FAIL_FAST_SECONDS
+
+    wait_until(lambda: health_ok(api), timeout=PAUSE_MS / 1000 + 10)
+    assert time.monotonic() >= pause_ends - 0.1
+    # The refused orders were never run, not even once the pause ended.
+    time.sleep(0.2)
+    assert redis_conn.get("stock:p1") == "49"
+    assert redis_conn.xlen("orders:stream") == 1
+    assert not [key for key in keys if redis_conn.exists(f"idem:{key}")]
+    # Retrying with the same Idempotency-Key is safe and now succeeds.
+    assert order(api, "p1", keys[0])[0] == 202
+    assert order(api, "p1", keys[0])[0] == 200
+    assert redis_conn.get("stock:p1") == "48"
 
 
 def test_oversell_bug_really_oversells_under_concurrency(start_api, redis_url):
@@ -325,3 +435,176 @@ def test_ws_broadcast_between_two_api_instances_keeps_sent_at(start_api, redis_u
     assert received["bad"]["type"] == "error"
     assert received["no_sent_at"]["type"] == "error"
     assert "sent_at" in received["no_sent_at"]["error"]
+
+
+async def feed_survives_a_redis_restart(api: str, restart) -> list:
+    """Join a channel, restart Redis, send until a message comes through."""
+    async with aiohttp.ClientSession() as session:
+        listener = await session.ws_connect(f"{api}/ws")
+        sender = await session.ws_connect(f"{api}/ws")
+        await listener.send_json({"type": "join", "channel": "room"})
+        assert await ws_receive(listener) == {"type": "joined", "channel": "room"}
+        await asyncio.to_thread(restart)
+        received = []
+        for number in range(40):  # the feed reconnects within its 2 s backoff
+            await sender.send_json(
+                {"type": "message", "channel": "room", "payload": number, "sent_at": 1}
+            )
+            try:
+                message = await ws_receive(listener, timeout=0.25)
+            except TimeoutError:
+                continue
+            received.append(message)
+            break
+        assert not listener.closed
+        await listener.close()
+        await sender.close()
+        return received
+
+
+def test_ws_feed_reconnects_after_redis_restarts(start_api, tmp_path):
+    port = free_port()
+    folder = str(tmp_path / "own-redis")
+    servers = [start_redis(port, folder)]
+    api = start_api(f"redis://127.0.0.1:{port}/0")
+
+    def restart() -> None:
+        stop_process(servers[-1])
+        time.sleep(0.3)  # the feed notices and backs off
+        servers.append(start_redis(port, folder))
+
+    try:
+        received = asyncio.run(feed_survives_a_redis_restart(api, restart))
+    finally:
+        for server in servers:
+            stop_process(server)
+    assert len(received) == 1 and received[0]["type"] == "message"
+    assert received[0]["channel"] == "room"
+
+
+def test_the_reseed_bug_sells_a_lost_stock_again(start_api, redis_url, redis_conn):
+    """Without the bug a lost stock key is refused like an unknown product (404)."""
+    api = start_api(redis_url, bugs="stock-reseed")
+    call("POST", f"{api}/products/p1/init", json={"stock": 3})
+    assert order(api, "p1", "k1")[0] == 202
+    redis_conn.delete("stock:p1")  # lost, as in a flush
+
+    # The bug re-seeds the key from SQL's initial stock: 3 more units on sale.
+    assert order(api, "p1", "k2")[0] == 202
+    assert redis_conn.get("stock:p1") == "2"
+    assert [order(api, "p1", f"k{n}")[0] for n in range(3, 6)] == [202, 202, 409]
+    assert redis_conn.xlen("orders:stream") == 4  # 4 orders for a stock of 3
+    assert order(api, "nope", "k9")[0] == 404  # no product in SQL: still refused
+
+
+async def stalled_subscriber(port: int, channel: str) -> socket.socket:
+    """A raw WebSocket client with a tiny receive window: joins, then never reads."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if hasattr(socket, "TCP_MAXSEG"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    async with asyncio.timeout(5):
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        upgrade = (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, upgrade.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await loop.sock_recv(sock, 4096) or b"EOF\r\n\r\n"
+        assert received.startswith(b"HTTP/1.1 101"), received
+        payload = json.dumps({"type": "join", "channel": channel}).encode()
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        await loop.sock_sendall(
+            sock, bytes([0x81, 0x80 | len(payload)]) + mask + masked
+        )
+        while b'"joined"' not in received:
+            chunk = await loop.sock_recv(sock, 4096)
+            assert chunk, "the API closed the stalled client before it joined"
+            received += chunk
+    return sock  # from here on nobody reads it
+
+
+def reset(sock: socket.socket) -> bool:
+    """True once the peer has reset the connection (read without consuming data)."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
+
+
+async def feed_beside_a_stalled_client(api: str, count: int, wait: float) -> dict:
+    """Stall one subscriber, send `count` padded messages; what did a reader get?"""
+    port = int(api.rsplit(":", 1)[1])
+    stalled = await stalled_subscriber(port, "floor")
+    padding = "x" * 2000  # ~0.8 MB in all: far more than the stalled path buffers
+    try:
+        async with aiohttp.ClientSession() as session:
+            listener = await session.ws_connect(f"{api}/ws")
+            sender = await session.ws_connect(f"{api}/ws")
+            await listener.send_json({"type": "join", "channel": "floor"})
+            assert await ws_receive(listener) == {"type": "joined", "channel": "floor"}
+            started = time.monotonic()
+            for number in range(count):
+                await sender.send_json(
+                    {
+                        "type": "message",
+                        "channel": "floor",
+                        "payload": {"n": number, "pad": padding},
+                        "sent_at": 1,
+                    }
+                )
+            numbers: list[int] = []
+            while len(numbers) < count:
+                try:
+                    message = await ws_receive(listener, timeout=wait)
+                except TimeoutError:
+                    break
+                numbers.append(message["payload"]["n"])
+            took = time.monotonic() - started
+            was_reset = reset(stalled)
+            for _ in range(60):  # the cut-off comes FEED_SEND_TIMEOUT (2 s) after
+                if was_reset or len(numbers) < count:  # the stall began
+                    break
+                await asyncio.sleep(0.1)
+                was_reset = reset(stalled)
+            listener_open = not listener.closed
+            await listener.close()
+            await sender.close()
+    finally:
+        stalled.close()
+    return {
+        "numbers": numbers,
+        "seconds": took,
+        "reset": was_reset,
+        "open": listener_open,
+    }
+
+
+def test_a_stalled_subscriber_does_not_stall_the_feed(start_api, redis_url, tmp_path):
+    api = start_api(redis_url)
+    got = asyncio.run(feed_beside_a_stalled_client(api, count=400, wait=3.0))
+
+    assert got["numbers"] == list(range(400)), len(got["numbers"])
+    assert got["seconds"] < 5.0, got["seconds"]
+    assert got["open"]
+    # The stalled client was cut off (reset), and the API says so and counts it.
+    assert got["reset"] is True
+    logs = "".join(path.read_text() for path in tmp_path.glob("api-*.log"))
+    assert "cut off a slow WebSocket client" in logs
+    assert "1 cut off so far" in logs
+
+
+def test_the_slow_subscriber_bug_stalls_everyone(start_api, redis_url):
+    """Seeded bug `slow-subscriber`: the feed waits on the client that stopped reading."""
+    api = start_api(redis_url, bugs="slow-subscriber")
+    got = asyncio.run(feed_beside_a_stalled_client(api, count=400, wait=2.0))
+
+    # The reader gets what went out before the stalled client's buffers filled
+    # (~256 KB of ~0.8 MB), then nothing while the feed waits on it.
+    assert 0 < len(got["numbers"]) < 300, len(got["numbers"])
+    assert got["numbers"] == list(range(len(got["numbers"])))
+    assert got["reset"] is False

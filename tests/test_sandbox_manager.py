@@ -472,3 +472,99 @@ def test_up_refuses_an_external_store_with_old_orders_until_reset(
         assert redis_conn.get("someone-else:key") == "kept"
     finally:
         manager.down(state["dir"])
+
+
+def proxy_enabled(state: dict, enabled: bool) -> dict:
+    """Enable or disable the sandbox's proxy `redis` through its Toxiproxy API."""
+    url = f"{state['proxy_url']}/proxies/{state['proxy_name']}"
+    return http("POST", url, {"enabled": enabled})[1]
+
+
+def timed_status(method: str, url: str, body: dict | None = None, key=None):
+    """(status, seconds) of one request, HTTP errors included."""
+    started = time.monotonic()
+    try:
+        status = http(method, url, body, key)[0]
+    except urllib.error.HTTPError as error:
+        status = error.code
+        assert error.headers["Retry-After"] == "1"
+    return status, time.monotonic() - started
+
+
+def test_up_with_the_proxy_puts_it_between_the_api_and_redis(cli_sandbox):
+    folder, options = cli_sandbox
+    proxy_port, proxy_redis_port, proxy_api_port = free_port(), free_port(), free_port()
+    up = cli("sandbox", "up", *options, "--proxy", "--proxy-port", proxy_port,
+             "--proxy-redis-port", proxy_redis_port,
+             "--proxy-api-port", proxy_api_port)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    state = json.loads((folder / "state.json").read_text())
+    redis_port = options[5]
+    assert state["proxy_url"] == f"http://127.0.0.1:{proxy_port}"
+    assert state["proxy_name"] == "redis"
+    assert state["api_redis_url"] == f"redis://127.0.0.1:{proxy_redis_port}/0"
+    assert state["redis_url"] == f"redis://127.0.0.1:{redis_port}/0"
+    assert list(state["pidfiles"]) == ["redis", "proxy", "api", "worker"]
+    assert json.loads((folder / "proxies.json").read_text()) == [
+        {
+            "name": "redis",
+            "listen": f"127.0.0.1:{proxy_redis_port}",
+            "upstream": f"127.0.0.1:{redis_port}",
+            "enabled": True,
+        },
+        {
+            "name": "api",
+            "listen": f"127.0.0.1:{proxy_api_port}",
+            "upstream": f"127.0.0.1:{options[3]}",
+            "enabled": True,
+        },
+    ]
+    assert state["proxied_ws_url"] == f"ws://127.0.0.1:{proxy_api_port}/ws"
+    argv = {
+        name: json.loads((folder / f"{name}.pid.cmd.json").read_text())["argv"]
+        for name in ("proxy", "api", "worker")
+    }
+    assert argv["proxy"][1:] == ["-m", "chaospika.network.server", "--listen",
+        f"127.0.0.1:{proxy_port}", "--config", str(folder / "proxies.json")]  # fmt: skip
+    assert argv["api"][argv["api"].index("--redis-url") + 1] == state["api_redis_url"]
+    assert argv["worker"][argv["worker"].index("--redis-url") + 1] == state["redis_url"]
+    status = manager.status(str(folder))
+    assert status["running"] is True and status["services"]["proxy"]["running"]
+    assert status["proxy_url"] == state["proxy_url"]
+    assert status["api_redis_url"] == state["api_redis_url"]
+    shown = cli("sandbox", "status", "--dir", folder).stdout
+    assert "proxy   running" in shown and state["api_redis_url"] in shown
+
+    api = state["api_url"]
+    assert http("POST", f"{api}/products/p1/init", {"stock": 10})[0] == 200
+    # The proxy 'api' relays clients to the API.
+    assert http_status(f"{state['proxied_api_url']}/health") == 200
+    order = {"product_id": "p1", "user_id": "u"}
+    # Connections reset and the port refused: fast 503s, then back on its own.
+    assert proxy_enabled(state, False)["enabled"] is False
+    for path, body in (("/health", None), ("/orders", order), ("/health", None)):
+        method = "POST" if body else "GET"
+        status_code, seconds = timed_status(method, api + path, body, key="k1")
+        assert status_code == 503 and seconds < 2.5
+    proxy_enabled(state, True)
+    wait_until(lambda: http_status(f"{api}/health") == 200, timeout=10)
+    assert http("POST", f"{api}/orders", order, key="k1")[0] == 202
+
+    # Paused through the proxy: the refused orders never run afterwards either.
+    client = redis.Redis.from_url(state["redis_url"], decode_responses=True)
+    client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+    results = [
+        timed_status("POST", f"{api}/orders", order, key=f"p{n}") for n in range(3)
+    ]
+    assert all(code == 503 and seconds < 2.5 for code, seconds in results), results
+    wait_until(lambda: http_status(f"{api}/health") == 200, timeout=15)
+    time.sleep(0.2)
+    assert client.get("stock:p1") == "9"
+    assert [client.exists(f"idem:p{n}") for n in range(3)] == [0, 0, 0]
+    client.close()
+
+    again = cli("sandbox", "up", *options)
+    assert again.returncode == 1 and "already runs with the proxy" in again.stderr
+    assert manager.down(str(folder))["stopped"] == ["api", "worker", "proxy", "redis"]
+    assert port_free(proxy_port) and port_free(proxy_redis_port)
+    assert port_free(proxy_api_port)

@@ -292,3 +292,36 @@ def test_worker_rejects_bad_options(spawn, redis_url, sqlite_url, options):
     db = [] if not options else ["--db-url", sqlite_url]
     worker = spawn("chaospika.sandbox.worker", "--redis-url", redis_url, *db, *options)
     assert worker.wait(15) == 2
+
+
+def test_worker_survives_its_stream_deleted_then_restored(
+    sqlite_url, make_shop, start_worker
+):
+    """A flush deletes stream and group; a new order recreates the stream without
+    the group; a RESTORE ... REPLACE brings the old one back: no crash, none lost."""
+    shop = make_shop(sqlite_url)
+    worker = start_worker(shop, "--work-ms", "1", "--claim-idle-ms", "500")
+    first, _ = shop.add_order()
+    wait_until(lambda: shop.row_count() == 1 and shop.drained())
+    shop.client.xgroup_createconsumer(schema.STREAM, schema.GROUP, "elsewhere")
+    stuck, _ = shop.add_order()  # delivered to another consumer, unacked
+    shop.client.xreadgroup(schema.GROUP, "elsewhere", {schema.STREAM: ">"}, count=1)
+    raw = redis.Redis.from_url(shop.redis_url)  # DUMP payloads are bytes
+    dump = raw.dump(schema.STREAM)
+
+    shop.client.delete(schema.STREAM)  # what a flush does to it
+    wait_until(lambda: "is gone; waiting" in worker.log_path.read_text(), timeout=10)
+    time.sleep(0.3)  # more read attempts
+    assert shop.client.exists(schema.STREAM) == 0  # the worker did not recreate it
+
+    between, _ = shop.add_order()  # XADD makes a new stream, without the group
+    wait_until(lambda: between in {row[0] for row in shop.rows()}, timeout=10)
+    assert "created it at id 0" in worker.log_path.read_text()
+
+    raw.restore(schema.STREAM, 0, dump, replace=True)
+    raw.close()
+    after, _ = shop.add_order()
+    wait_until(lambda: shop.row_count() == 4 and shop.drained(), timeout=15)
+    assert {row[0] for row in shop.rows()} == {first, stuck, between, after}
+    assert worker.poll() is None
+    assert "Traceback" not in worker.log_path.read_text()

@@ -8,6 +8,7 @@ start of the method) a target that resolves to nothing.
 """
 
 import fnmatch
+import importlib
 import ipaddress
 import os
 from collections.abc import Callable
@@ -225,3 +226,16 @@ register_fault(
         undo="starts the process again itself; its kill is in the ledger",
     ),
 )
+
+
+# Each fault domain registers its faults in its own small ``faults`` module (no
+# heavy imports there), loaded here so the control knows them before any activity
+# of the domain has been imported.
+DOMAIN_FAULT_MODULES = (
+    "chaospika.redis.faults",
+    "chaospika.network.faults",
+    "chaospika.docker.faults",
+    "chaospika.k8s.faults",
+)
+for _module in DOMAIN_FAULT_MODULES:
+    importlib.import_module(_module)

@@ -54,7 +54,11 @@ logger = logging.getLogger("chaostoolkit")
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Activities during which a signal waits for the activity's end: a kill or a
 # start cut in half could leave a process nobody knows about.
-CRITICAL_MODULES = ("chaospika.process.actions",)
+CRITICAL_MODULES = (
+    "chaospika.process.actions",
+    "chaospika.k8s.actions",
+    "chaospika.docker.actions",
+)
 # chaoslib's Dry values that skip actions (faults are actions).
 DRY_SKIPPING_ACTIONS = ("actions", "activities")
 
@@ -343,7 +347,7 @@ def _log_plan(plan: list[dict[str, Any]]) -> None:
         targets = ", ".join(
             f"pid {t.get('pid')} ({t.get('pidfile')})"
             if t.get("pidfile") or t.get("pid") is not None
-            else str(t.get("url"))
+            else str(t.get("label") or t.get("url") or t.get("name"))
             for t in entry["targets"]
         )
         logger.log(

@@ -17,7 +17,13 @@ __all__ = ["add_cleanup_commands"]
 
 def _line(report: dict) -> str:
     target = report.get("target") or {}
-    where = target.get("pidfile") or target.get("pid") or target
+    where = (
+        target.get("pidfile")
+        or target.get("pid")
+        or target.get("url")
+        or target.get("label")
+        or target
+    )
     head = f"{report['fault']} ({report['kind']} of {where}, run {report['run_id']})"
     if "would_undo" in report:
         return f"would undo {head}" if report["would_undo"] else f"cannot undo {head}"

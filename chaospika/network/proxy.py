@@ -1,8 +1,14 @@
-"""One proxy: a listening socket, its upstream, its toxics and live connections."""
+"""One proxy: a listening socket, its upstream, its toxics and live connections.
+
+Besides Toxiproxy's fields, a disabled proxy may carry ``enable_at`` (Unix time,
+set by a disable with ``ttl``): the proxy is then enabled again at that time by
+the server itself (see `ProxyCollection.update`).
+"""
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chaospika.network.addresses import format_address
@@ -34,6 +40,8 @@ class Proxy:
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
         self._expiries: dict[str, asyncio.TimerHandle] = {}
+        self.enable_at: float | None = None  # a timed disable ends then
+        self._enabling: asyncio.TimerHandle | None = None
 
     @property
     def enabled(self) -> bool:
@@ -97,14 +105,32 @@ class Proxy:
         for name in list(self.toxics):
             self.remove_toxic(name)
 
+    def enable_later(self, at: float, enable: Callable[[], None]) -> None:
+        """Call `enable` at Unix time `at` (a timed disable); replaces an earlier one."""
+        self.cancel_enable()
+        self.enable_at = at
+        delay = max(0.0, at - time.time())
+        self._enabling = asyncio.get_running_loop().call_later(delay, enable)
+
+    def cancel_enable(self) -> None:
+        """Forget a pending timed enable."""
+        if self._enabling is not None:
+            self._enabling.cancel()
+        self._enabling = None
+        self.enable_at = None
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "name": self.name,
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
             "toxics": [toxic.to_json() for toxic in self.toxics.values()],
         }
+        if self.enable_at is not None and not self.enabled:
+            shown["enable_at"] = self.enable_at
+            shown["ttl"] = round(max(0.0, self.enable_at - time.time()), 3)
+        return shown
 
     def _put(self, toxic: Toxic) -> None:
         self.toxics[toxic.name] = toxic

@@ -1,35 +1,77 @@
 """The sandbox's order API (aiohttp + redis.asyncio) and its WebSocket feed.
 
 Run it with ``python -m chaospika.sandbox.api --port P --redis-url URL --db-url URL``.
+
+Degraded mode: every Redis call is bounded. It fails when Redis has not
+answered it within ``--redis-timeout`` (default 0.5 s) of the API's own
+running time (time its event loop lagged behind, in a burst on a busy machine,
+does not count), and within 10 times that (at least 5 s) of wall time in any
+case. When Redis does not answer, the API answers 503 with ``Retry-After`` and,
+for ``--redis-timeout`` after a failure, refuses at once without touching
+Redis (a circuit breaker); then one request tries Redis again. ``/health``
+says ``degraded`` (503) meanwhile and ``ok`` again once Redis answers. A
+command is never sent twice: a call cut by its bound closes its connection,
+and Redis drops a command still waiting (CLIENT PAUSE) when its client has
+gone; a retry with the same Idempotency-Key is always safe.
 """
 
 import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
+import socket as _socket
+import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from chaospika._clients import sql_engine
 from chaospika.sandbox import schema
-from chaospika.sandbox.bugs import OVERSELL, parse_bugs
+from chaospika.sandbox.bugs import (
+    NO_REDIS_TIMEOUT,
+    OVERSELL,
+    SLOW_SUBSCRIBER,
+    STOCK_RESEED,
+    parse_bugs,
+)
 
-__all__ = ["ORDER_SCRIPT", "create_app", "main", "serve"]
+__all__ = [
+    "DEFAULT_REDIS_TIMEOUT",
+    "ORDER_SCRIPT",
+    "RedisGuard",
+    "RedisUnavailable",
+    "create_app",
+    "main",
+    "serve",
+]
+
+Result = TypeVar("Result")
 
 logger = logging.getLogger("chaospika.sandbox.api")
 
 MAX_ID_LENGTH = 64
 MAX_KEY_LENGTH = 128
 MAX_STOCK = 10**9
+DEFAULT_REDIS_TIMEOUT = 0.5
+CAP_FACTOR = 10  # wall-clock bound of a Redis call: this many timeouts (>= 5 s)
+FEED_WAIT_FACTOR = 4
+HEALTH_CHANNEL = "chaospika:health"
+FEED_QUEUE_LIMIT = 1024  # feed messages waiting for one socket before it is cut off
+FEED_SEND_TIMEOUT = 2.0  # one send to one socket may wait this long, then it is cut off
+FEED_CLOSE_GRACE = 1.0  # a cut-off or shutdown close may take this long, then abort
+SLOW_CONSUMER_CODE = 1008  # WebSocket close code of a cut-off client (policy)
 
 # KEYS: stock key, idempotency key, stream.
 # ARGV: order_id, product_id, user_id, idempotency_key, accepted_at, idem TTL (s).
@@ -52,12 +94,196 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 FEED_KEY = web.AppKey("feed", object)
 BUGS_KEY = web.AppKey("bugs", tuple)
 SCRIPT_KEY = web.AppKey("order_script", object)
+GUARD_KEY = web.AppKey("guard", object)
 
 UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class BadRequest(ValueError):
     """A request or WebSocket message the API refuses, with the reason."""
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time, refused the connection, or the breaker is open."""
+
+
+class LoopClock:
+    """The API's own running time: wall time minus the time its event loop lagged.
+
+    A ticker wakes every `period` s and adds how late it woke to `lag`. A burst
+    of requests on a busy machine delays every callback (a Redis answer that
+    has arrived is read late); waiting on Redis, by contrast, leaves the loop
+    idle. Bounds measured on this clock cut a silent Redis, not a busy API.
+    """
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.lag = 0.0
+        self.due = time.monotonic() + period
+
+    def lag_now(self) -> float:
+        """Lag so far, including the ticker's current lateness."""
+        return self.lag + max(0.0, time.monotonic() - self.due)
+
+    def mark(self) -> tuple[float, float]:
+        """A point in time to measure from: (monotonic, lag)."""
+        return time.monotonic(), self.lag_now()
+
+    def since(self, mark: tuple[float, float]) -> float:
+        """Seconds of running time since `mark`."""
+        return (time.monotonic() - mark[0]) - (self.lag_now() - mark[1])
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            self.due = time.monotonic() + self.period
+            await asyncio.sleep(self.period)
+            self.lag += max(0.0, time.monotonic() - self.due)
+            self.due = time.monotonic() + self.period
+
+
+class RedisGuard:
+    """Bounds every Redis call and fails fast while Redis is unreachable.
+
+    A call fails (RedisUnavailable) when Redis has not answered it within
+    `timeout` s of the API's running time (see LoopClock), or within `cap` s
+    of wall time. A call that fails to reach Redis (refused, reset, timed
+    out) while no other call got an answer since it began opens the breaker:
+    for `hold` s every call is refused at once; then one call (a trial) goes
+    to Redis while the others are still refused; the first call answered
+    closes the breaker. A `probe` (health) is never refused. With `timeout`
+    None (the seeded bug `no-redis-timeout`) calls are unbounded and never
+    refused.
+    """
+
+    def __init__(
+        self,
+        timeout: float | None,
+        hold: float | None = None,
+        clock: LoopClock | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.cap = None if timeout is None else hard_cap(timeout)
+        self.hold = timeout if hold is None else hold
+        self.clock = clock or LoopClock()
+        self.tick = None if timeout is None else max(0.01, timeout / 10)
+        self.down_since: float | None = None  # epoch seconds
+        self.error = ""
+        self.retry_at = 0.0  # monotonic
+        self.trial = False
+        self.last_success = 0.0  # monotonic
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout is not None
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client should wait before retrying (the Retry-After header)."""
+        return max(1, math.ceil(self.hold or 0))
+
+    def refusing(self) -> bool:
+        """True while calls are refused without trying Redis."""
+        if not self.enabled or self.down_since is None:
+            return False
+        return self.trial or time.monotonic() < self.retry_at
+
+    def failed(self, error: BaseException, started: float = 0.0) -> None:
+        """Record that a call begun at `started` failed to reach Redis.
+
+        Opens the breaker unless another call reached Redis since then.
+        """
+        if self.last_success > started:
+            return
+        self.error = str(error) or type(error).__name__
+        if self.down_since is None:
+            self.down_since = time.time()
+            logger.warning("Redis unreachable (%s): degraded mode", self.error)
+        self.retry_at = time.monotonic() + (self.hold or 0)
+
+    def succeeded(self) -> None:
+        """Record that Redis answered; close the breaker."""
+        self.last_success = time.monotonic()
+        if self.down_since is not None:
+            down = time.time() - self.down_since
+            logger.info("Redis answers again after %.1f s: degraded mode over", down)
+            self.down_since = None
+            self.error = ""
+
+    def state(self) -> dict:
+        """What /health reports while degraded."""
+        since = self.down_since
+        return {
+            "redis": "unreachable",
+            "error": self.error or "Redis did not answer",
+            "degraded_since": since,
+            "degraded_seconds": None
+            if since is None
+            else round(time.time() - since, 3),
+        }
+
+    async def bounded(self, action: Callable[[], Awaitable[Result]]) -> Result:
+        """Await `action()`; TimeoutError past `timeout` of running time or `cap`."""
+        task = asyncio.ensure_future(action())
+        mark = self.clock.mark()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.tick)
+                if done:
+                    return task.result()
+                ran = self.clock.since(mark)
+                if ran > self.timeout or time.monotonic() - mark[0] > self.cap:
+                    raise TimeoutError(f"no answer from Redis within {ran:.2f} s")
+        finally:
+            if not task.done():
+                # Closes the command's connection: Redis drops a command still
+                # waiting (CLIENT PAUSE) when its client has gone.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def call(
+        self, action: Callable[[], Awaitable[Result]], probe: bool = False
+    ) -> Result:
+        """Run `action()` (Redis commands) within the bounds; RedisUnavailable if not."""
+        if not self.enabled:
+            try:
+                result = await action()
+            except ResponseError:
+                raise
+            except UNAVAILABLE as error:
+                raise RedisUnavailable(str(error) or type(error).__name__) from error
+            return result
+        if not probe and self.refusing():
+            raise RedisUnavailable(f"Redis unreachable ({self.error}); not tried")
+        trial = not probe and self.down_since is not None
+        if trial:
+            self.trial = True
+        started = time.monotonic()
+        try:
+            result = await self.bounded(action)
+        except ResponseError:
+            self.succeeded()  # Redis answered, with an error
+            raise
+        except UNAVAILABLE as error:
+            self.failed(error, started)
+            raise RedisUnavailable(str(error) or type(error).__name__) from error
+        finally:
+            if trial:
+                self.trial = False
+        self.succeeded()
+        return result
+
+
+def hard_cap(timeout: float) -> float:
+    """Wall-clock bound of a Redis call (and redis-py's own timeouts)."""
+    return max(5.0, CAP_FACTOR * timeout)
+
+
+def unavailable(request: web.Request, error: BaseException) -> web.Response:
+    """503 {"status": "unavailable", "error"} with Retry-After."""
+    response = error_response(503, "unavailable", error)
+    response.headers["Retry-After"] = str(request.app[GUARD_KEY].retry_after)
+    return response
 
 
 def error_response(status: int, label: str, error: Any) -> web.Response:
@@ -86,14 +312,153 @@ async def read_object(request: web.Request) -> dict:
     return body
 
 
-class Feed:
-    """Fans messages of the Redis channels ws:* out to the local WebSockets joined."""
+def abort_transport(transport: Any) -> None:
+    """Drop a connection at once: a reset, discarding whatever is still unsent."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:  # linger 0: the kernel resets instead of keeping the unsent bytes
+            sock.setsockopt(
+                _socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        except (OSError, ValueError):
+            pass
+    transport.abort()
 
-    def __init__(self, redis_url: str) -> None:
+
+class Outbox:
+    """One WebSocket's feed messages, sent in order by its own task.
+
+    The feed only queues (it never waits for a socket). A socket that falls
+    `queue_limit` messages behind, or whose send waits `send_timeout` s, is a
+    slow consumer: it is cut off (closed with code 1008, then reset if its
+    close does not go through within FEED_CLOSE_GRACE), so one slow client
+    never delays the others.
+    """
+
+    def __init__(
+        self, feed: "Feed", socket: web.WebSocketResponse, transport: Any
+    ) -> None:
+        self.feed = feed
+        self.socket = socket
+        self.transport = transport  # request.transport
+        self.queue: asyncio.Queue[str] = asyncio.Queue(feed.queue_limit)
+        self.cut = False
+        self.task = asyncio.create_task(self.run())
+
+    def offer(self, text: str) -> None:
+        """Queue `text` for the socket, without waiting; cut it off if too far behind."""
+        if self.cut:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.cut_off(f"{self.feed.queue_limit} messages behind")
+
+    async def run(self) -> None:
+        """Send the queued messages in order until cancelled or cut off."""
+        while True:
+            text = await self.queue.get()
+            try:
+                await asyncio.wait_for(
+                    self.socket.send_str(text), self.feed.send_timeout
+                )
+            except TimeoutError:
+                self.cut_off(f"a send waited {self.feed.send_timeout:g} s")
+                return
+            except (ConnectionError, RuntimeError):  # closing / closed socket
+                return
+
+    def cut_off(self, why: str) -> None:
+        """Count the slow consumer, stop sending to it and disconnect it."""
+        if self.cut:
+            return
+        self.cut = True
+        self.feed.cut_off_count += 1
+        logger.warning(
+            "feed: cut off a slow WebSocket client (%s); %d cut off so far",
+            why,
+            self.feed.cut_off_count,
+        )
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.feed.spawn(self.disconnect())
+
+    async def disconnect(self) -> None:
+        """Close with SLOW_CONSUMER_CODE; reset the connection if that stalls."""
+        try:
+            await asyncio.wait_for(
+                self.socket.close(
+                    code=SLOW_CONSUMER_CODE, message=b"slow consumer", drain=False
+                ),
+                FEED_CLOSE_GRACE,
+            )
+            loop = asyncio.get_running_loop()
+            end = loop.time() + FEED_CLOSE_GRACE
+            while (
+                self.transport is not None
+                and self.transport.get_write_buffer_size()
+                and loop.time() < end
+            ):
+                await asyncio.sleep(0.05)
+        except Exception as error:  # noqa: BLE001 - the reset below ends it anyway
+            logger.debug("feed: closing a cut-off client failed: %r", error)
+        finally:
+            if self.transport is not None and self.transport.get_write_buffer_size():
+                abort_transport(self.transport)
+
+
+class Feed:
+    """Fans messages of the Redis channels ws:* out to the local WebSockets joined.
+
+    Each socket has its own Outbox (see there): delivering only queues, so a
+    client that stops reading never delays the others, and is cut off. With
+    `isolate` False (the seeded bug `slow-subscriber`) delivery awaits every
+    joined socket's send, so one client that stops reading stalls them all.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+        ping_every: float = 1.0,
+        isolate: bool = True,
+    ) -> None:
         self.redis_url = redis_url
+        self.timeout = timeout
+        self.ping_every = ping_every
+        self.stale_after = ping_every + 2 * timeout
+        self.join_wait = max(1.0, FEED_WAIT_FACTOR * timeout)
         self.channels: dict[str, set[web.WebSocketResponse]] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self.subscribed = asyncio.Event()
+        self.reconnects = 0
+        self.isolate = isolate
+        self.queue_limit = FEED_QUEUE_LIMIT
+        self.send_timeout = FEED_SEND_TIMEOUT
+        self.outboxes: dict[web.WebSocketResponse, Outbox] = {}
+        self.cut_off_count = 0  # slow consumers disconnected
+        self.tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coroutine: Awaitable[None]) -> None:
+        """Run `coroutine` as a task the feed keeps a reference to until it ends."""
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def add(self, socket: web.WebSocketResponse, transport: Any) -> None:
+        """Register an open WebSocket (with its own Outbox unless the bug is on)."""
+        self.sockets.add(socket)
+        if self.isolate:
+            self.outboxes[socket] = Outbox(self, socket, transport)
+
+    def remove(self, socket: web.WebSocketResponse) -> None:
+        """Forget a WebSocket that has ended; stop its Outbox."""
+        self.sockets.discard(socket)
+        outbox = self.outboxes.pop(socket, None)
+        if outbox is not None:
+            outbox.task.cancel()
 
     def join(self, channel: str, socket: web.WebSocketResponse) -> None:
         """Deliver the messages of `channel` to `socket` from now on."""
@@ -108,30 +473,72 @@ class Feed:
                 del self.channels[channel]
 
     async def run(self) -> None:
-        """Read ws:* from Redis until cancelled, reconnecting with a bounded backoff."""
+        """Read ws:* from Redis until cancelled, reconnecting with a bounded backoff.
+
+        The subscription is checked by a PING every `ping_every` s without
+        traffic: no answer within `stale_after` s (a paused or black-holed
+        Redis) counts as a lost connection, as a reset or refusal does.
+        """
         backoff = 0.1
         while True:
             client = aioredis.Redis.from_url(
-                self.redis_url, decode_responses=True, socket_connect_timeout=2
+                self.redis_url,
+                decode_responses=True,
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),
             )
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.psubscribe(schema.ws_channel("*"))
-                    self.subscribed.set()
+                    await asyncio.wait_for(
+                        self.subscribe(pubsub), self.timeout * FEED_WAIT_FACTOR
+                    )
+                    if self.reconnects:
+                        logger.info("feed: subscribed again to Redis")
                     backoff = 0.1
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message is not None:
-                            await self.deliver(message)
+                    await self.listen(pubsub)
             except UNAVAILABLE as error:
                 self.subscribed.clear()
-                logger.warning("feed: Redis unavailable (%s); retrying", error)
+                self.reconnects += 1
+                logger.warning(
+                    "feed: Redis unavailable (%s); retrying in %.1f s",
+                    str(error) or type(error).__name__,
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                self.subscribed.clear()
                 await client.aclose()
+
+    async def subscribe(self, pubsub: Any) -> None:
+        """PSUBSCRIBE ws:* and wait for Redis to confirm it."""
+        await pubsub.psubscribe(schema.ws_channel("*"))
+        while True:
+            message = await pubsub.get_message(timeout=self.timeout)
+            if message is None:
+                raise TimeoutError("no PSUBSCRIBE confirmation")
+            if message["type"] == "psubscribe":
+                self.subscribed.set()
+                return
+
+    async def listen(self, pubsub: Any) -> None:
+        """Deliver messages until the subscription goes silent past `stale_after`."""
+        heard = time.monotonic()
+        pinged = 0.0
+        while True:
+            now = time.monotonic()
+            if now - heard > self.stale_after:
+                raise TimeoutError(f"no answer from Redis for {now - heard:.1f} s")
+            if now - heard > self.ping_every and now - pinged > self.ping_every:
+                await pubsub.ping()
+                pinged = now
+            message = await pubsub.get_message(timeout=min(self.ping_every, 1.0))
+            if message is None:
+                continue
+            heard = time.monotonic()
+            if message["type"] == "pmessage":
+                await self.deliver(message)
 
     async def deliver(self, message: dict) -> None:
         """Send one pub/sub message to the sockets joined to its channel."""
@@ -146,25 +553,54 @@ class Feed:
             return
         data["server_at"] = time.time() * 1000.0
         text = json.dumps(data)
-        await asyncio.gather(
-            *(socket.send_str(text) for socket in sockets), return_exceptions=True
-        )
+        if not self.isolate:  # seeded bug `slow-subscriber`: wait on every client
+            await asyncio.gather(
+                *(socket.send_str(text) for socket in sockets), return_exceptions=True
+            )
+            return
+        for socket in sockets:
+            outbox = self.outboxes.get(socket)
+            if outbox is not None:
+                outbox.offer(text)
 
     async def close_all(self) -> None:
-        """Close every open WebSocket (at shutdown)."""
-        for socket in list(self.sockets):
-            await socket.close(code=1001, message=b"server shutdown")
+        """Close every open WebSocket (at shutdown), each within FEED_CLOSE_GRACE."""
+        for outbox in self.outboxes.values():
+            outbox.task.cancel()
+
+        async def close(socket: web.WebSocketResponse) -> None:
+            try:
+                await asyncio.wait_for(
+                    socket.close(code=1001, message=b"server shutdown"),
+                    FEED_CLOSE_GRACE,
+                )
+            except Exception:  # noqa: BLE001 - a stalled client: reset below
+                outbox = self.outboxes.get(socket)
+                if outbox is not None:
+                    abort_transport(outbox.transport)
+
+        await asyncio.gather(*(close(socket) for socket in list(self.sockets)))
+        await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: 200 when Redis answers PING, else 503."""
+    """GET /health: 200 {"status": "ok"} when Redis answers a write, else 503 degraded.
+
+    The probe is a PUBLISH (a write that stores nothing), so a Redis whose
+    clients are paused for writes shows as degraded too. It always asks Redis
+    (bounded), even while the breaker refuses orders, and an answer closes it.
+    """
+    guard = request.app[GUARD_KEY]
+    client = request.app[REDIS_KEY]
     try:
-        await asyncio.wait_for(request.app[REDIS_KEY].ping(), 2.0)
-    except UNAVAILABLE as error:
-        return web.json_response(
-            {"status": "degraded", "error": str(error) or type(error).__name__},
-            status=503,
-        )
+        await guard.call(lambda: client.publish(HEALTH_CHANNEL, "ping"), probe=True)
+    except (RedisUnavailable, ResponseError) as error:
+        body = {"status": "degraded", **guard.state()}
+        if isinstance(error, ResponseError):  # Redis answered, with an error
+            body.update(redis="error", error=str(error))
+        response = web.json_response(body, status=503)
+        response.headers["Retry-After"] = str(guard.retry_after)
+        return response
     return web.json_response({"status": "ok"})
 
 
@@ -221,8 +657,42 @@ async def place_order_racy(
     return "accepted", order_id, stream_id
 
 
+def read_initial_stock(engine: Engine, product_id: str) -> int | None:
+    """The product's initial stock from the SQL products table (None if unknown)."""
+    products = schema.make_tables().products
+    with engine.connect() as conn:
+        return conn.execute(
+            select(products.c.initial_stock).where(products.c.product_id == product_id)
+        ).scalar()
+
+
+async def reseed_stock(request: web.Request, product_id: str) -> bool:
+    """Seeded bug `stock-reseed`: recreate a missing stock key from SQL's initial stock.
+
+    After the key is lost (a flush, say) the units already sold are sold again.
+    Returns True if the key was recreated.
+    """
+    initial = await asyncio.to_thread(
+        read_initial_stock, request.app[ENGINE_KEY], product_id
+    )
+    if initial is None:
+        return False
+    client = request.app[REDIS_KEY]
+    key = schema.stock_key(product_id)
+    created = await request.app[GUARD_KEY].call(
+        lambda: client.set(key, initial, nx=True)
+    )
+    logger.warning("stock of %s missing in Redis: re-seeded to %d", product_id, initial)
+    return bool(created)
+
+
 async def create_order(request: web.Request) -> web.Response:
-    """POST /orders: accept an order into the stream, at most once per key."""
+    """POST /orders: accept an order into the stream, at most once per key.
+
+    202 accepted, 200 replayed (same Idempotency-Key), 409 sold out, 404 when
+    Redis holds no stock for the product (never opened, or its key was lost:
+    refused, nothing taken), 503 + Retry-After when Redis does not answer.
+    """
     key = request.headers.get("Idempotency-Key", "")
     try:
         check_id("Idempotency-Key header", key, MAX_KEY_LENGTH)
@@ -231,13 +701,23 @@ async def create_order(request: web.Request) -> web.Response:
         user_id = check_id("user_id", body.get("user_id"))
     except BadRequest as error:
         return error_response(400, "bad_request", error)
-    place = (
-        place_order_racy if OVERSELL in request.app[BUGS_KEY] else place_order_atomic
-    )
+    bugs = request.app[BUGS_KEY]
+    place = place_order_racy if OVERSELL in bugs else place_order_atomic
+    guard = request.app[GUARD_KEY]
     try:
-        outcome, order_id, stream_id = await place(request, product_id, user_id, key)
-    except UNAVAILABLE as error:
-        return error_response(503, "unavailable", error)
+        outcome, order_id, stream_id = await guard.call(
+            lambda: place(request, product_id, user_id, key)
+        )
+        if (
+            outcome == "unknown"
+            and STOCK_RESEED in bugs
+            and await reseed_stock(request, product_id)
+        ):
+            outcome, order_id, stream_id = await guard.call(
+                lambda: place(request, product_id, user_id, key)
+            )
+    except (RedisUnavailable, ResponseError, SQLAlchemyError) as error:
+        return unavailable(request, error)
     if outcome == "unknown":
         return error_response(404, "unknown_product", f"no product {product_id!r}")
     if outcome == "sold_out":
@@ -285,8 +765,9 @@ async def init_product(request: web.Request) -> web.Response:
     except BadRequest as error:
         return error_response(400, "bad_request", error)
     client = request.app[REDIS_KEY]
+    guard = request.app[GUARD_KEY]
     try:
-        pending, lag = await stream_backlog(client)
+        pending, lag = await guard.call(lambda: stream_backlog(client))
         if pending or lag:
             return web.json_response(
                 {
@@ -299,9 +780,9 @@ async def init_product(request: web.Request) -> web.Response:
             )
         engine = request.app[ENGINE_KEY]
         await asyncio.to_thread(init_product_rows, engine, product_id, stock)
-        await client.set(schema.stock_key(product_id), stock)
-    except (SQLAlchemyError, *UNAVAILABLE) as error:
-        return error_response(503, "unavailable", error)
+        await guard.call(lambda: client.set(schema.stock_key(product_id), stock))
+    except (SQLAlchemyError, RedisUnavailable, ResponseError) as error:
+        return unavailable(request, error)
     return web.json_response({"product_id": product_id, "stock": stock})
 
 
@@ -314,10 +795,13 @@ def init_product_rows(engine: Engine, product_id: str, stock: int) -> None:
 async def get_stock(request: web.Request) -> web.Response:
     """GET /products/{product_id}/stock: the Redis counter."""
     product_id = request.match_info["product_id"]
+    client = request.app[REDIS_KEY]
     try:
-        stock = await request.app[REDIS_KEY].get(schema.stock_key(product_id))
-    except UNAVAILABLE as error:
-        return error_response(503, "unavailable", error)
+        stock = await request.app[GUARD_KEY].call(
+            lambda: client.get(schema.stock_key(product_id))
+        )
+    except (RedisUnavailable, ResponseError) as error:
+        return unavailable(request, error)
     if stock is None:
         return error_response(404, "unknown_product", f"no product {product_id!r}")
     return web.json_response({"product_id": product_id, "stock": int(stock)})
@@ -338,7 +822,10 @@ async def handle_ws_message(
     kind = data.get("type")
     if kind == "join":
         channel = check_channel(data)
-        await asyncio.wait_for(feed.subscribed.wait(), 5.0)
+        try:
+            await asyncio.wait_for(feed.subscribed.wait(), feed.join_wait)
+        except TimeoutError:
+            raise RedisUnavailable("the feed is not subscribed to Redis") from None
         feed.join(channel, socket)
         joined.add(channel)
         return {"type": "joined", "channel": channel}
@@ -358,7 +845,11 @@ async def handle_ws_message(
             "payload": data.get("payload"),
             "sent_at": sent_at,
         }
-        await app[REDIS_KEY].publish(schema.ws_channel(channel), json.dumps(outgoing))
+        client = app[REDIS_KEY]
+        text = json.dumps(outgoing)
+        await app[GUARD_KEY].call(
+            lambda: client.publish(schema.ws_channel(channel), text)
+        )
         return None
     raise BadRequest(f"unknown message type {kind!r}; expected join, leave or message")
 
@@ -368,7 +859,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     socket = web.WebSocketResponse(heartbeat=30.0)
     await socket.prepare(request)
     feed = request.app[FEED_KEY]
-    feed.sockets.add(socket)
+    feed.add(socket, request.transport)
     joined: set[str] = set()
     try:
         async for message in socket:
@@ -380,36 +871,51 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 data = None
             try:
                 reply = await handle_ws_message(request.app, socket, joined, data)
-            except (BadRequest, *UNAVAILABLE) as error:
+            except (BadRequest, RedisUnavailable, ResponseError) as error:
                 reply = {"type": "error", "error": str(error) or type(error).__name__}
             if reply is not None:
                 await socket.send_json(reply)
     finally:
         for channel in joined:
             feed.leave(channel, socket)
-        feed.sockets.discard(socket)
+        feed.remove(socket)
     return socket
 
 
 def create_app(
-    redis_url: str, db_url: str, bugs: tuple[str, ...] = ()
+    redis_url: str,
+    db_url: str,
+    bugs: tuple[str, ...] = (),
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
 ) -> web.Application:
-    """Return the API application for `redis_url` and `db_url` with `bugs` on."""
+    """Return the API application for `redis_url` and `db_url` with `bugs` on.
+
+    `redis_timeout` (s) bounds every Redis call (see RedisGuard); the seeded
+    bug `no-redis-timeout` removes every bound.
+    """
     app = web.Application()
+    bounded = NO_REDIS_TIMEOUT not in bugs
+    timeout = redis_timeout if bounded else None
+    # redis-py's own bounds are the wall-clock cap; the guard cuts a call that
+    # Redis has not answered within `timeout` of the API's running time.
+    cap = hard_cap(redis_timeout) if bounded else None
     pool = aioredis.BlockingConnectionPool.from_url(
         redis_url,
         max_connections=256,
-        timeout=5,
+        timeout=cap,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=3,
+        socket_connect_timeout=cap,
+        socket_timeout=cap,
+        retry=Retry(NoBackoff(), 0),  # never send a command twice
     )
     client = aioredis.Redis(connection_pool=pool)
     app[REDIS_KEY] = client
     app[SCRIPT_KEY] = client.register_script(ORDER_SCRIPT)
     app[ENGINE_KEY] = sql_engine(db_url)
-    app[FEED_KEY] = Feed(redis_url)
+    app[FEED_KEY] = Feed(redis_url, redis_timeout, isolate=SLOW_SUBSCRIBER not in bugs)
     app[BUGS_KEY] = tuple(bugs)
+    clock = LoopClock()
+    app[GUARD_KEY] = RedisGuard(timeout, clock=clock)
     app.router.add_get("/health", health)
     app.router.add_post("/orders", create_order)
     app.router.add_post("/products/{product_id}/init", init_product)
@@ -417,10 +923,13 @@ def create_app(
     app.router.add_get("/ws", websocket)
 
     async def start_feed(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(app[FEED_KEY].run())
+        tasks = [asyncio.create_task(app[FEED_KEY].run())]
+        if bounded:
+            tasks.append(asyncio.create_task(clock.run()))
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await app[REDIS_KEY].aclose()
         await pool.aclose()
         app[ENGINE_KEY].dispose()
@@ -459,6 +968,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6391/0")
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--bugs", default="", help="comma-separated seeded bugs")
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=DEFAULT_REDIS_TIMEOUT,
+        help="seconds Redis may take to answer a call (of the API's running time)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -467,6 +982,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if not 0 < args.redis_timeout <= 60:
+        parser.error(f"--redis-timeout must be > 0 and <= 60, got {args.redis_timeout}")
     return args
 
 
@@ -477,7 +994,7 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(args.redis_url, args.db_url, args.bugs)
+    app = create_app(args.redis_url, args.db_url, args.bugs, args.redis_timeout)
     try:
         import uvloop
     except ImportError:

@@ -7,7 +7,10 @@ __all__ = [
     "KNOWN_BUGS",
     "NON_IDEMPOTENT_WORKER",
     "NO_CLAIM",
+    "NO_REDIS_TIMEOUT",
     "OVERSELL",
+    "SLOW_SUBSCRIBER",
+    "STOCK_RESEED",
     "parse_bugs",
 ]
 
@@ -15,8 +18,19 @@ ACK_BEFORE_COMMIT = "ack-before-commit"
 NON_IDEMPOTENT_WORKER = "non-idempotent-worker"
 OVERSELL = "oversell"
 NO_CLAIM = "no-claim"
+NO_REDIS_TIMEOUT = "no-redis-timeout"
+SLOW_SUBSCRIBER = "slow-subscriber"
+STOCK_RESEED = "stock-reseed"
 
-KNOWN_BUGS = (ACK_BEFORE_COMMIT, NON_IDEMPOTENT_WORKER, OVERSELL, NO_CLAIM)
+KNOWN_BUGS = (
+    ACK_BEFORE_COMMIT,
+    NON_IDEMPOTENT_WORKER,
+    OVERSELL,
+    NO_CLAIM,
+    NO_REDIS_TIMEOUT,
+    STOCK_RESEED,
+    SLOW_SUBSCRIBER,
+)
 
 
 def parse_bugs(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -1,9 +1,24 @@
 """Start, stop, inspect and reset the sandbox: embedded Redis, order API, worker.
 
+With ``proxy`` a fourth service, the package's fault proxy
+(``python -m chaospika.network.server``), stands between the API and Redis:
+one proxy named ``redis`` listens on 127.0.0.1:`proxy_redis_port` and forwards
+to the sandbox's Redis; the API (only the API: the worker keeps its direct
+connection) uses it, and its Toxiproxy-compatible API is on `proxy_port`. A
+second proxy, ``api``, listens on 127.0.0.1:`proxy_api_port` in front of the
+API itself (``proxied_api_url``, ``proxied_ws_url``): faults on the clients' side,
+such as delays on the WebSocket feed.
+
 Every service runs detached, with a pidfile ``<name>.pid``, a log and a start
 record ``<name>.pid.cmd.json`` (argv, cwd, env, log; see chaospika._proc) in the
 state folder, so it can be restarted exactly, by `up` or by the process actions
 (`start_process`); ``state.json`` describes the whole sandbox.
+
+With ``redis_container`` the sandbox's Redis is not a process but a Docker
+container (chaospika.sandbox.redis_container: host network, 127.0.0.1:`redis_port`,
+data in ``<dir>/redis-data``), named in state.json as ``redis_container``; `up`
+starts it (empty) first, `up` on a partly running sandbox starts it again with
+its data, `down` stops and removes it last, `status` reports it as ``redis``.
 """
 
 import contextlib
@@ -14,6 +29,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,7 +50,10 @@ from chaospika.sandbox.worker import consumer_name
 
 __all__ = [
     "DEFAULT_API_PORT",
+    "DEFAULT_PROXY_PORT",
+    "DEFAULT_PROXY_REDIS_PORT",
     "DEFAULT_REDIS_PORT",
+    "PROXY_NAME",
     "SERVICES",
     "SandboxError",
     "down",
@@ -49,8 +68,19 @@ __all__ = [
 
 DEFAULT_API_PORT = 8731
 DEFAULT_REDIS_PORT = 6391
-SERVICES = ("redis", "api", "worker")  # start order; stop in reverse
-MODULES = {"api": "chaospika.sandbox.api", "worker": "chaospika.sandbox.worker"}
+DEFAULT_PROXY_PORT = 8732
+DEFAULT_PROXY_REDIS_PORT = 6392
+DEFAULT_PROXY_API_PORT = 8733
+API_PROXY_NAME = "api"  # in front of the API, for faults on the clients' side
+DEFAULT_REDIS_TIMEOUT = 0.5
+PROXY_NAME = "redis"
+SERVICES = ("redis", "proxy", "api", "worker")  # start order; stop in reverse
+STOP_TIERS = (("api", "worker"), ("proxy",), ("redis",))
+MODULES = {
+    "api": "chaospika.sandbox.api",
+    "worker": "chaospika.sandbox.worker",
+    "proxy": "chaospika.network.server",
+}
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05
 
@@ -109,8 +139,9 @@ def _cmd_markers(cmd: dict) -> list[str]:
         markers = [argv[argv.index("-m") + 1]]
     else:
         markers = [os.path.basename(argv[0])]
-    if "--port" in argv[:-1]:
-        markers.append(argv[argv.index("--port") + 1])
+    for option in ("--port", "--listen"):
+        if option in argv[:-1]:
+            markers.append(argv[argv.index(option) + 1])
     return markers
 
 
@@ -263,6 +294,8 @@ def _wait_ready(
                     raise SandboxError(_failure(folder, names, f"{name} exited"))
                 if name == "api":
                     ready = _http_status(state["api_url"] + "/health") == 200
+                elif name == "proxy":
+                    ready = _proxy_ready(state)
                 elif name == "worker":
                     pid = service_running(folder, "worker")[0]
                     ready = _worker_seen(client, pid, since)
@@ -280,6 +313,14 @@ def _wait_ready(
         client.close()
 
 
+def _proxy_ready(state: dict) -> bool:
+    """True when the proxy's API knows the proxy `redis` and it accepts connections."""
+    url = f"{state['proxy_url']}/proxies/{state['proxy_name']}"
+    return _http_status(url) == 200 and wait_for_port(
+        "127.0.0.1", state["proxy_redis_port"], 0.05
+    )
+
+
 def _failure(folder: str, names: list[str], message: str) -> str:
     parts = [f"sandbox failed to start: {message}"]
     for name in names:
@@ -294,6 +335,32 @@ def _check_port(name: str, value: Any) -> int:
     return value
 
 
+def _upstream(redis_url: str) -> str:
+    """host:port of a redis:// URL (the proxy's upstream)."""
+    parts = urllib.parse.urlsplit(redis_url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise SandboxError(
+            f"proxy needs a redis:// URL with a host, got {redact_url(redis_url)!r}"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port or 6379}"
+
+
+def _via_proxy(redis_url: str, port: int) -> str:
+    """`redis_url` with its host and port replaced by the proxy's 127.0.0.1:`port`."""
+    parts = urllib.parse.urlsplit(redis_url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_timeout(value: Any) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 < value <= 60:
+        raise SandboxError(f"redis_timeout must be > 0 and <= 60 s, got {value!r}")
+    return float(value)
+
+
 def _new_state(
     folder: str,
     bugs: tuple[str, ...],
@@ -303,9 +370,15 @@ def _new_state(
     db_url: str | None,
     work_ms: float,
     batch: int,
+    proxy: bool = False,
+    proxy_port: int = DEFAULT_PROXY_PORT,
+    proxy_redis_port: int = DEFAULT_PROXY_REDIS_PORT,
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
+    proxy_api_port: int = DEFAULT_PROXY_API_PORT,
 ) -> dict:
     """Describe a sandbox about to start (validating the options)."""
     _check_port("api_port", api_port)
+    redis_timeout = _check_timeout(redis_timeout)
     embedded = redis_url is None
     if embedded:
         _check_port("redis_port", redis_port)
@@ -318,8 +391,40 @@ def _new_state(
         raise SandboxError(f"work_ms must be a number >= 0, got {work_ms!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise SandboxError(f"batch must be an integer >= 1, got {batch!r}")
-    names = SERVICES if embedded else SERVICES[1:]
+    names = [
+        name
+        for name in SERVICES
+        if (name != "redis" or embedded) and (name != "proxy" or proxy)
+    ]
     pidfiles = {name: _path(folder, f"{name}.pid") for name in names}
+    proxied = {
+        "proxy_url": None,
+        "proxy_name": None,
+        "proxy_port": None,
+        "proxy_redis_port": None,
+        "proxy_config": None,
+        "proxy_upstream": None,
+        "api_redis_url": redis_url,
+        "proxy_api_port": None,
+        "proxied_api_url": None,
+        "proxied_ws_url": None,
+    }
+    if proxy:
+        _check_port("proxy_port", proxy_port)
+        _check_port("proxy_redis_port", proxy_redis_port)
+        _check_port("proxy_api_port", proxy_api_port)
+        proxied = {
+            "proxy_url": f"http://127.0.0.1:{proxy_port}",
+            "proxy_name": PROXY_NAME,
+            "proxy_port": proxy_port,
+            "proxy_redis_port": proxy_redis_port,
+            "proxy_config": _path(folder, "proxies.json"),
+            "proxy_upstream": _upstream(redis_url),
+            "api_redis_url": _via_proxy(redis_url, proxy_redis_port),
+            "proxy_api_port": proxy_api_port,
+            "proxied_api_url": f"http://127.0.0.1:{proxy_api_port}",
+            "proxied_ws_url": f"ws://127.0.0.1:{proxy_api_port}/ws",
+        }
     return {
         "dir": folder,
         "api_url": f"http://127.0.0.1:{api_port}",
@@ -333,6 +438,8 @@ def _new_state(
         "consumer": "worker-<pid>",
         "work_ms": work_ms,
         "batch": batch,
+        "redis_timeout": redis_timeout,
+        **proxied,
         "pidfiles": pidfiles,
         "logs": {name: _path(folder, f"{name}.log") for name in names},
         "cmdfiles": {name: _proc.command_file(path) for name, path in pidfiles.items()},
@@ -364,9 +471,21 @@ def _service_argv(name: str, state: dict) -> list[str]:
     bugs = ",".join(state["bugs"])
     if name == "redis":
         return redis_command(state["redis_port"], state["dir"])
+    if name == "proxy":
+        return [
+            sys.executable,
+            "-m",
+            MODULES[name],
+            "--listen",
+            f"127.0.0.1:{state['proxy_port']}",
+            "--config",
+            state["proxy_config"],
+        ]
     common = ["--redis-url", state["redis_url"], "--db-url", state["db_url"]]
     if name == "api":
+        common[1] = state.get("api_redis_url") or state["redis_url"]
         extra = ["--port", str(state["api_port"])]
+        extra += ["--redis-timeout", f"{state.get('redis_timeout', 0.5):g}"]
     else:
         extra = [
             "--work-ms",
@@ -377,13 +496,58 @@ def _service_argv(name: str, state: dict) -> list[str]:
     return [sys.executable, "-m", MODULES[name], *common, *extra, "--bugs", bugs]
 
 
+@contextlib.contextmanager
+def _container_errors() -> Iterator[None]:
+    """RedisContainerError (engine, image, container failures) as SandboxError."""
+    from chaospika.sandbox.redis_container import RedisContainerError
+
+    try:
+        yield
+    except RedisContainerError as error:
+        raise SandboxError(str(error)) from error
+
+
+def _container_running(state: dict) -> bool:
+    """True if the sandbox's Redis container runs (state has one)."""
+    from chaospika.sandbox import redis_container
+
+    with _container_errors():
+        found = redis_container.redis_container_status(
+            state["redis_container"], state.get("docker_url")
+        )
+    return bool(found["running"])
+
+
+def _stop_container(state: dict) -> dict | None:
+    """Stop and remove the sandbox's Redis container, if state has one."""
+    if not state.get("redis_container"):
+        return None
+    from chaospika.sandbox import redis_container
+
+    with _container_errors():
+        return redis_container.stop_redis_container(
+            state["redis_container"], state.get("docker_url")
+        )
+
+
 def _restart_stopped(folder: str, state: dict, timeout: float) -> list[str]:
-    """Start again, from their records, the services of `state` that are not running."""
+    """Start again, from their records, the services of `state` that are not running
+    (and its Redis container, keeping its data: listed as ``redis``)."""
     stopped = [
         name
         for name in SERVICES
         if name in state["pidfiles"] and not service_running(folder, name)[1]
     ]
+    restarted = []
+    if state.get("redis_container") and not _container_running(state):
+        from chaospika.sandbox import redis_container
+
+        with _container_errors():
+            redis_container.start_stopped_redis_container(
+                state["redis_container"], state.get("docker_url")
+            )
+        _prepare_data(state)
+        restarted.append("redis")
     since = time.time()
     try:
         for name in stopped:
@@ -391,11 +555,13 @@ def _restart_stopped(folder: str, state: dict, timeout: float) -> list[str]:
             if name == "redis":
                 wait_for_port("127.0.0.1", state["redis_port"], 10.0)
                 _prepare_data(state)
+            if name == "proxy":
+                _wait_ready(folder, state, ["proxy"], min(timeout, 10.0), since)
         _wait_ready(folder, state, stopped, timeout, since)
     except BaseException:
         _stop_services(folder, stopped)
         raise
-    return stopped
+    return restarted + stopped
 
 
 def up(
@@ -409,15 +575,29 @@ def up(
     batch: int = 20,
     timeout: float = 30.0,
     reset: bool = False,
+    proxy: bool = False,
+    proxy_port: int = DEFAULT_PROXY_PORT,
+    proxy_redis_port: int = DEFAULT_PROXY_REDIS_PORT,
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
+    redis_container: bool = False,
+    proxy_api_port: int = DEFAULT_PROXY_API_PORT,
+    docker_url: str | None = None,
 ) -> dict:
     """Start the sandbox in `dir` (see sandbox_dir) and return its state.
+
+    With `proxy` the fault proxy runs as a fourth service between the API and
+    Redis (see the module's docstring); `redis_timeout` (s) bounds each of the
+    API's Redis calls. With `redis_container` Redis runs, empty, in a Docker
+    container on 127.0.0.1:`redis_port` (engine `docker_url`, default
+    $DOCKER_HOST or the local socket) instead of as a process; not with
+    `redis_url`.
 
     On a running sandbox nothing changes and the state comes back with
     ``already_running`` True; on a partly running one the stopped services are
     restarted from their start records (``restarted`` lists them).
 
-    Data left by an earlier sandbox cannot agree with a new one (the embedded
-    Redis starts empty): the sandbox's own SQLite file is wiped on start
+    Data left by an earlier sandbox cannot agree with a new one (the embedded or
+    container Redis starts empty): the sandbox's own SQLite file is wiped on start
     (``wiped`` True); orders in an external database or Redis make `up` refuse
     unless `reset` is given, which deletes the sandbox's keys and tables first.
     """
@@ -426,33 +606,77 @@ def up(
         bugs = parse_bugs(bugs)
     except ValueError as error:
         raise SandboxError(str(error)) from error
+    if redis_container and redis_url is not None:
+        raise SandboxError(
+            "redis_container starts the sandbox's own Redis: not with redis_url"
+        )
     old = read_state(folder)
     if old and any(service_running(folder, name)[1] for name in old["pidfiles"]):
         restarted = _restart_stopped(folder, old, timeout)
         return {**old, "already_running": not restarted, "restarted": restarted}
+    if old:  # a container left by a sandbox whose processes all stopped
+        with contextlib.suppress(SandboxError):  # no engine: the port check tells
+            _stop_container(old)
+    if redis_container:
+        _check_port("redis_port", redis_port)
     state = _new_state(
-        folder, bugs, api_port, redis_port, redis_url, db_url, work_ms, batch
+        folder,
+        bugs,
+        api_port,
+        redis_port,
+        # the URL start_redis_container serves (so the proxy's upstream is known)
+        f"redis://127.0.0.1:{redis_port}/0" if redis_container else redis_url,
+        db_url,
+        work_ms,
+        batch,
+        proxy,
+        proxy_port,
+        proxy_redis_port,
+        redis_timeout,
+        proxy_api_port,
     )
+    state["redis_container"] = None
+    state["docker_url"] = None
+    if redis_container:
+        state["redis_port"] = redis_port
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    busy = [
-        port
-        for port in (state["api_port"], state["redis_port"])
-        if port and not _port_free(port)
-    ]
+    ports = [state[key] for key in ("api_port", "redis_port", "proxy_port")]
+    ports += [state["proxy_redis_port"], state.get("proxy_api_port")]
+    if len([port for port in ports if port]) != len({port for port in ports if port}):
+        raise SandboxError(f"the sandbox's ports must differ, got {ports}")
+    busy = [port for port in ports if port and not _port_free(port)]
     if busy:
         raise SandboxError(
             f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use; "
-            "pass other --api-port/--redis-port (or --redis-url)"
+            "pass other --api-port/--redis-port/--proxy-port/--proxy-redis-port/"
+            "--proxy-api-port "
+            "(or --redis-url)"
         )
     names = list(state["pidfiles"])
     since = time.time()
     wiped = False
+    box = None
+    if redis_container:
+        from chaospika.sandbox import redis_container as containers
+
+        with _container_errors():
+            box = containers.start_redis_container(
+                folder, redis_port, docker_url=docker_url
+            )
+        state["redis_container"] = box["container"]
+        state["docker_url"] = box["docker_url"]
     try:
         if state["redis_embedded"]:
             _start_service(folder, "redis", _service_argv("redis", state), {})
             _wait_ready(folder, state, ["redis"], min(timeout, 10.0), since)
         wiped = _clear_stale_data(state, reset)
         _prepare_data(state)
+        if proxy:
+            _write_proxy_config(state)
+            _start_service(
+                folder, "proxy", _service_argv("proxy", state), _python_env()
+            )
+            _wait_ready(folder, state, ["proxy"], min(timeout, 10.0), since)
         for name in ("api", "worker"):
             _start_service(folder, name, _service_argv(name, state), _python_env())
         state["started_at"] = time.time()
@@ -460,10 +684,36 @@ def up(
         _wait_ready(folder, state, names, timeout, since)
     except BaseException:
         _stop_services(folder, names)
+        if box is not None:
+            with contextlib.suppress(SandboxError):
+                _stop_container(state)
         with contextlib.suppress(OSError):
             os.remove(_path(folder, "state.json"))
         raise
     return {**state, "already_running": False, "restarted": [], "wiped": wiped}
+
+
+def _write_proxy_config(state: dict) -> None:
+    """Write the proxy's start config (Toxiproxy's -config format)."""
+    config = [
+        {
+            "name": state["proxy_name"],
+            "listen": f"127.0.0.1:{state['proxy_redis_port']}",
+            "upstream": state["proxy_upstream"],
+            "enabled": True,
+        }
+    ]
+    if state.get("proxy_api_port"):
+        config.append(
+            {
+                "name": API_PROXY_NAME,
+                "listen": f"127.0.0.1:{state['proxy_api_port']}",
+                "upstream": f"127.0.0.1:{state['api_port']}",
+                "enabled": True,
+            }
+        )
+    with open(state["proxy_config"], "w") as handle:
+        json.dump(config, handle, indent=2)
 
 
 def _own_sqlite(state: dict) -> bool:
@@ -503,7 +753,8 @@ def _clear_stale_data(state: dict, reset: bool) -> bool:
     if not stale:
         _create_tables(state, drop_first=True)  # empty: match the tables to the bugs
         return False
-    if not (reset or (state["redis_embedded"] and _own_sqlite(state))):
+    own_redis = state["redis_embedded"] or state.get("redis_container")
+    if not (reset or (own_redis and _own_sqlite(state))):
         where = f" --dir {state['dir']}"
         raise SandboxError(
             f"the sandbox's data stores hold an earlier run's data ({'; '.join(stale)}) "
@@ -543,10 +794,11 @@ def _stop_group(folder: str, names: list[str], timeout: float) -> list[str]:
 
 
 def _stop_services(folder: str, names: Iterable[str], timeout: float = 10.0) -> list:
-    """Stop api+worker first, then redis; remove every pidfile of `names`."""
+    """Stop api+worker first, then the proxy, then redis; remove every pidfile of `names`."""
     names = list(names)
-    stopped = _stop_group(folder, [n for n in names if n != "redis"], timeout)
-    stopped += _stop_group(folder, [n for n in names if n == "redis"], timeout)
+    stopped = []
+    for tier in STOP_TIERS:
+        stopped += _stop_group(folder, [n for n in names if n in tier], timeout)
     for name in names:
         with contextlib.suppress(OSError):
             os.remove(_path(folder, f"{name}.pid"))
@@ -557,17 +809,32 @@ def down(dir: str | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> dict:
     """Stop every service of the sandbox; return {"dir", "stopped": [names]}.
 
     A service is signalled only if its pid still runs that service's command.
+    The Redis container, if any, is stopped and removed last (``redis`` in
+    ``stopped`` if it was running; ``redis_container`` tells what was done).
     """
     folder = sandbox_dir(dir)
     names = [name for name in SERVICES if os.path.exists(_path(folder, f"{name}.pid"))]
-    return {"dir": folder, "stopped": _stop_services(folder, names, timeout)}
+    stopped = _stop_services(folder, names, timeout)
+    container = _stop_container(read_state(folder) or {})
+    if container and container["stopped"]:
+        stopped.append("redis")
+    return {"dir": folder, "stopped": stopped, "redis_container": container}
 
 
 def status(dir: str | None = None) -> dict:
-    """Return state.json plus ``services`` {name: {pid, running, pidfile}} and ``running``."""
+    """Return state.json plus ``services`` {name: {pid, running, pidfile}} and ``running``.
+
+    A Redis container is the service ``redis`` with pid None and ``container``."""
     folder = sandbox_dir(dir)
     state = read_state(folder) or {"dir": folder, "pidfiles": {}}
     services = {}
+    if state.get("redis_container"):
+        box = {"pid": None, "pidfile": None, "container": state["redis_container"]}
+        try:
+            box["running"] = _container_running(state)
+        except SandboxError as error:  # no engine: say so, do not fail
+            box.update(running=False, error=str(error))
+        services["redis"] = box
     for name in SERVICES:
         if name in state["pidfiles"]:
             pid, running = service_running(folder, name)

@@ -63,10 +63,14 @@ def ws_channel(channel: str) -> str:
     return f"ws:{channel}"
 
 
-def ensure_group(client: Any) -> bool:
-    """Create the stream and its consumer group if missing; True if created now."""
+def ensure_group(client: Any, mkstream: bool = True) -> bool:
+    """Create the consumer group (at id 0) if missing; True if created now.
+
+    With `mkstream` the stream is created too when missing; without it a
+    missing stream raises ResponseError.
+    """
     try:
-        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=mkstream)
     except ResponseError as error:
         if "BUSYGROUP" not in str(error):
             raise

@@ -28,6 +28,7 @@ Result = TypeVar("Result")
 Entry = tuple[str, dict | None]
 
 MAX_BACKOFF_SECONDS = 5.0
+MISSING_BACKOFF_SECONDS = 1.0  # while the stream or group is gone: look often
 
 
 class StopRequested(Exception):
@@ -73,25 +74,34 @@ class Worker:
         self.tables = schema.tables_for_bugs(bugs)
         self.stopping = False
         self.next_claim = 0.0
+        self.waiting_for_stream = False
 
     def request_stop(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
         """Finish the current entry, then exit (the SIGTERM handler)."""
         self.stopping = True
 
     def retry(self, what: str, action: Callable[..., Result], *args: Any) -> Result:
-        """Run `action(*args)`, retrying Redis/SQL errors with a bounded backoff."""
+        """Run `action(*args)`, retrying Redis/SQL errors with a bounded backoff.
+
+        A missing stream or group (NOGROUP, "no such key": a flush or a delete)
+        is waited out, not recreated: see `regroup`.
+        """
         backoff = 0.1
+        cap = MAX_BACKOFF_SECONDS
+        regrouped = 0
         while True:
             try:
                 return action(*args)
             except ResponseError as error:
-                if "UNBLOCKED" in str(error):  # the stream was deleted (a reset)
+                text = str(error)
+                if "UNBLOCKED" in text:  # the stream was deleted (a reset)
                     logger.info("%s: the stream was deleted; reading again", what)
                     continue
-                if "NOGROUP" in str(error):
-                    logger.warning("%s: consumer group missing; recreating it", what)
-                    self.retry("create group", schema.ensure_group, self.client)
-                    continue
+                if "NOGROUP" in text or "no such key" in text.lower():
+                    if self.regroup(what) and regrouped < 3:
+                        regrouped += 1  # again at once, a few times; then back off
+                        continue
+                    cap = MISSING_BACKOFF_SECONDS
                 failure: Exception = error
             except (RedisError, OSError, DBAPIError) as error:
                 failure = error
@@ -101,7 +111,46 @@ class Worker:
             deadline = time.monotonic() + backoff
             while not self.stopping and time.monotonic() < deadline:
                 time.sleep(0.05)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            backoff = min(backoff * 2, cap)
+
+    def regroup(self, what: str) -> bool:
+        """The stream or its consumer group is missing: True if reading may go on now.
+
+        When the stream exists without the group (deleted, then recreated by a
+        new order), the group is created at id 0 so every entry is processed.
+        When the stream itself is missing nothing is created: a stream created
+        now (with MKSTREAM) would stand in the way of the one a RESTORE brings
+        back with its group and pending entries; the caller waits and tries
+        again (the sandbox's `up`/`reset` create stream and group).
+        """
+        try:
+            if not self.client.exists(schema.STREAM):
+                if not self.waiting_for_stream:
+                    logger.warning(
+                        "%s: stream %s is gone; waiting for it to be restored or "
+                        "recreated (not creating it)",
+                        what,
+                        schema.STREAM,
+                    )
+                self.waiting_for_stream = True
+                return False
+            created = schema.ensure_group(self.client, mkstream=False)
+        except (RedisError, OSError) as error:
+            logger.warning("%s: cannot check the stream (%s)", what, error)
+            return False
+        if created:
+            logger.warning(
+                "%s: group %s was missing on stream %s; created it at id 0",
+                what,
+                schema.GROUP,
+                schema.STREAM,
+            )
+        elif self.waiting_for_stream:
+            logger.info(
+                "%s: stream %s and group %s are back", what, schema.STREAM, schema.GROUP
+            )
+        self.waiting_for_stream = False
+        return True
 
     def prepare(self) -> None:
         """Create the SQL tables and the consumer group if they are missing."""

@@ -1,31 +1,29 @@
-"""`python -m chaospika.network.server`: config file, expiry with nobody left, SIGTERM."""
+"""`chaospika proxy` / `python -m chaospika.network.server`: config, expiry, signals."""
 
 import json
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
+import redis
 import requests
 from proxy_helpers import redis_client, redis_port
 
 from chaospika._ports import free_port
 
+CHAOSPIKA = str(Path(sys.executable).with_name("chaospika"))
+SERVER = [sys.executable, "-m", "chaospika.network.server"]
 
-def _start_server(tmp_path, proxies):
+
+def _start_server(tmp_path, proxies, command=(CHAOSPIKA, "proxy")):
     config = tmp_path / "proxies.json"
     config.write_text(json.dumps(proxies))
     api_port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chaospika.network.server",
-            "--listen",
-            f"127.0.0.1:{api_port}",
-            "-config",
-            str(config),
-        ],
+        [*command, "--listen", f"127.0.0.1:{api_port}", "-config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,8 +67,35 @@ def test_expiry_is_enforced_with_no_client_alive(tmp_path, redis_url):
         assert requests.get(f"{api}/proxies/cache/toxics", timeout=5).json() == []
         assert _ping_seconds(client) < 0.2  # the live connection is healed too
         client.close()
+
+        cutter = (
+            "from chaospika.network.client import disable_proxy; "
+            f"disable_proxy({api!r}, 'cache', ttl=0.5)"
+        )
+        subprocess.run([sys.executable, "-c", cutter], check=True, timeout=30)
+        cut = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            redis_client(proxy_port).ping()  # refused: the proxy is down
+        time.sleep(max(0.0, cut + 0.8 - time.monotonic()))
+        assert redis_client(proxy_port).ping()  # it came back by itself
     finally:
         process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_the_server_module_takes_the_same_config_and_stops_on_sigint(
+    tmp_path, redis_url
+):
+    upstream = f"127.0.0.1:{redis_port(redis_url)}"
+    config = [{"name": "a", "upstream": upstream}, {"name": "b", "upstream": upstream}]
+    process, api = _start_server(tmp_path, config, SERVER)
+    try:
+        shown = requests.get(f"{api}/proxies", timeout=5).json()
+        assert sorted(shown) == ["a", "b"] and shown["a"]["enabled"] is True
+        port = int(shown["b"]["listen"].rsplit(":", 1)[1])
+        assert redis_client(port).ping()
+    finally:
+        process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
 
 

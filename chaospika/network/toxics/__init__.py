@@ -24,7 +24,14 @@ from chaospika.network.toxics.slicer import Slicer
 from chaospika.network.toxics.slow_close import SlowClose
 from chaospika.network.toxics.timeout import Timeout
 
-__all__ = ["TOXIC_TYPES", "Toxic", "open_stage", "parse_toxic", "updated_toxic"]
+__all__ = [
+    "TOXIC_TYPES",
+    "Toxic",
+    "open_stage",
+    "parse_expiry",
+    "parse_toxic",
+    "updated_toxic",
+]
 
 TOXIC_TYPES: dict[str, type[Stage]] = {
     stage.type_name: stage
@@ -74,7 +81,7 @@ def updated_toxic(toxic: Toxic, body: Any) -> Toxic:
         stream=toxic.stream,
         toxicity=toxicity,
         attributes={**stage.defaults, **attributes},
-        expires_at=_expiry(body, toxic.expires_at),
+        expires_at=parse_expiry(body, toxic.expires_at),
     )
 
 
@@ -103,7 +110,8 @@ def _number(what: str, value: Any, maximum: float | None = None) -> float:
     return value
 
 
-def _expiry(body: dict[str, Any], current: float | None) -> float | None:
+def parse_expiry(body: dict[str, Any], current: float | None) -> float | None:
+    """The Unix time a body's ``ttl`` or ``expires_at`` names (else `current`)."""
     if body.get("ttl") is not None:
         try:
             seconds = require_duration("ttl", body["ttl"], allow_equal=False)

@@ -8,7 +8,11 @@ __all__ = ["main", "summarize"]
 
 
 def _brief(output: Any) -> str:
-    if isinstance(output, dict) and "thresholds_passed" in output:
+    if (
+        isinstance(output, dict)
+        and "thresholds_passed" in output
+        and "metrics" in output
+    ):
         metrics = output.get("metrics", {})
         shown = {
             "thresholds_passed": output["thresholds_passed"],
@@ -86,7 +90,3 @@ def main(argv: list[str] = None) -> int:
     with open(path) as handle:
         print("\n".join(summarize(json.load(handle))))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

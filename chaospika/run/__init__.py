@@ -1,0 +1,1 @@
+"""`chaospika run`: experiments in a row, each into results/YYYYMMDD_HHMMSS/<experiment>/."""

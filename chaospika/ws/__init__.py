@@ -1,0 +1,1 @@
+"""WebSocket probes: message latency and delivery through a fan-out, reconnection storms."""
