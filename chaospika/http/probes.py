@@ -5,6 +5,7 @@ import math
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -53,25 +54,20 @@ def _p95_ms(latencies: list[float]) -> float | None:
     return round(ordered[math.ceil(0.95 * len(ordered)) - 1] * 1000, 2)
 
 
-def availability(
-    url: str,
-    duration: float = 2.0,
-    interval: float = 0.1,
-    timeout: float = 1.0,
-    expected_status: list = None,
-    method: str = "GET",
-    headers: dict = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict:
-    """Sample `url` every `interval` for `duration` (seconds or "2s", "100ms").
+def _sample(
+    url: Any,
+    duration: Any,
+    interval: Any,
+    timeout: Any,
+    expected_status: Any,
+    method: Any,
+    headers: Any,
+) -> tuple[list[tuple[float, float, bool]], dict[str, int], list[float], float]:
+    """Request `url` every `interval` for `duration` (the arguments checked first).
 
-    At most duration/interval + 1 requests, one at a time, each with `timeout`
-    per network operation; no proxy, redirects not followed. A success is
-    a status in `expected_status` (default: any 2xx or 3xx). Returns {"ratio":
-    successes/attempts, "attempts", "failures", "longest_outage_seconds" (from a
-    failure to the next success or the end), "statuses": {"200": n, "error": n},
-    "p95_ms" (latency of the answered requests)}.
+    Returns (samples as (began, ended, ok), statuses by code or "error", latencies
+    of the answered requests, monotonic start). Shared by `availability` and the
+    Kubernetes `downtime` probe.
     """
     require_url("url", url, ("http", "https"))
     span = require_duration("duration", duration, allow_equal=False, maximum=3600)
@@ -108,6 +104,32 @@ def availability(
         statuses[key] = statuses.get(key, 0) + 1
         if status is not None:
             latencies.append(ended - began)
+    return samples, statuses, latencies, started
+
+
+def availability(
+    url: str,
+    duration: float = 2.0,
+    interval: float = 0.1,
+    timeout: float = 1.0,
+    expected_status: list = None,
+    method: str = "GET",
+    headers: dict = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """Sample `url` every `interval` for `duration` (seconds or "2s", "100ms").
+
+    At most duration/interval + 1 requests, one at a time, each with `timeout`
+    per network operation; no proxy, redirects not followed. A success is
+    a status in `expected_status` (default: any 2xx or 3xx). Returns {"ratio":
+    successes/attempts, "attempts", "failures", "longest_outage_seconds" (from a
+    failure to the next success or the end), "statuses": {"200": n, "error": n},
+    "p95_ms" (latency of the answered requests)}.
+    """
+    samples, statuses, latencies, _ = _sample(
+        url, duration, interval, timeout, expected_status, method, headers
+    )
     failures = sum(1 for _, _, ok in samples if not ok)
     return {
         "ratio": round((len(samples) - failures) / len(samples), 4),

@@ -12,26 +12,16 @@ owner did not recover within `warn_within` or the service was down for
 
 import logging
 import time
-import urllib.request
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika import ledger
 from chaospika._validate import (
-    require_choice,
     require_duration,
     require_text,
-    require_url,
 )
-from chaospika.http._request import _expected, _headers
-from chaospika.http.probes import (
-    MAX_ATTEMPTS,
-    METHODS,
-    _attempt,
-    _longest_outage,
-    _p95_ms,
-)
+from chaospika.http.probes import _longest_outage, _p95_ms, _sample
 from chaospika.k8s import _client, _recovery, _select, _state, _workloads
 from chaospika.k8s.actions import KIND
 
@@ -250,42 +240,11 @@ def downtime(
     "ended_down" (the window ended in an outage: the downtime is longer),
     "ratio", "attempts", "failures", "statuses", "p95_ms", "window_seconds"}.
     """
-    require_url("url", url, ("http", "https"))
-    span = require_duration("duration", duration, allow_equal=False, maximum=3600)
-    step = require_duration("interval", interval, allow_equal=False, maximum=3600)
-    limit = require_duration("timeout", timeout, allow_equal=False, maximum=300)
     label = require_text("name", name)
-    wanted = _expected(expected_status)
-    verb = require_choice(
-        "method", method.upper() if isinstance(method, str) else method, METHODS
+    started_at = time.time()
+    samples, statuses, latencies, started = _sample(
+        url, duration, interval, timeout, expected_status, method, headers
     )
-    count = int(span / step + 1e-9) + 1
-    if count > MAX_ATTEMPTS:
-        raise ActivityFailed(
-            f"argument 'interval' is too small: {count} requests over the duration "
-            f"(at most {MAX_ATTEMPTS})"
-        )
-    request = urllib.request.Request(
-        url.strip(), method=verb, headers=_headers(headers)
-    )
-    samples, statuses, latencies = [], {}, []
-    started_at, started = time.time(), time.monotonic()
-    for number in range(count):
-        now = time.monotonic()
-        if number and now - started > span:
-            break
-        time.sleep(max(0.0, started + number * step - now))
-        began = time.monotonic()
-        status = _attempt(request, limit)
-        ended = time.monotonic()
-        ok = status is not None and (
-            status in wanted if wanted else 200 <= status < 400
-        )
-        samples.append((began, ended, ok))
-        key = "error" if status is None else str(status)
-        statuses[key] = statuses.get(key, 0) + 1
-        if status is not None:
-            latencies.append(ended - began)
     failures = sum(1 for _, _, ok in samples if not ok)
     result = {
         "downtime_seconds": _longest_outage(samples),
