@@ -43,10 +43,12 @@ TOP_LEVEL_KEYS = (
     "metrics",
     "maxRedirects",
     "limits",
+    "segments",
 )
 ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.load.k6)
 COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "env", "steps", "exec")
 MAX_PROCESSES = 256
+MAX_SEGMENTS = 64  # "segments": k6 processes of one engine-k6 run (k6/segments.py)
 TIME_UNITS = ("s", "ms", "us")  # k6's summaryTimeUnit values
 
 _NAME = re.compile(r"[0-9A-Za-z_-]+")
@@ -94,6 +96,7 @@ class LoadSpec:
     setup: IterationFn | None = None  # k6's setup(): its captures reach every VU
     teardown: IterationFn | None = None  # k6's teardown(data), after the scenarios
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
+    segments: int = 1  # engine k6: k6 processes, one execution segment each
     used: bool = field(default=False, repr=False)  # set by the runner: one run each
 
     def max_duration(self) -> float:
@@ -117,6 +120,7 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
     tags = _tags("tags", spec.get("tags", {}))
     processes = _processes(spec)
     engine = _engine(spec)
+    segments = _segments(spec, engine)
     trend_stats = _trend_stats(spec)
     time_unit = spec.get("summaryTimeUnit") or None
     if time_unit is not None and time_unit not in TIME_UNITS:
@@ -159,6 +163,7 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
         user_agent=user_agent,
         setup=hooks.get("setup"),
         teardown=hooks.get("teardown"),
+        segments=segments,
     )
 
 
@@ -216,6 +221,19 @@ def _engine(spec: Mapping[str, Any]) -> str:
             "engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}"
         )
     return engine
+
+
+def _segments(spec: Mapping[str, Any], engine: str) -> int:
+    segments = spec.get("segments", 1)
+    if type(segments) is not int or not 1 <= segments <= MAX_SEGMENTS:
+        raise ScenarioError(
+            "segments", f"expected an integer from 1 to {MAX_SEGMENTS}, got {segments!r}"
+        )
+    if segments > 1 and engine != "k6":
+        raise ScenarioError(
+            "segments", "needs engine 'k6' (the pika engine scales with 'processes')"
+        )
+    return segments
 
 
 def _trend_stats(spec: Mapping[str, Any]) -> list[str]:

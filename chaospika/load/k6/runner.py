@@ -111,6 +111,10 @@ def run_k6(
     script = translate(load)
     deadline = run_deadline(load, max_duration)
     binary = find_k6()
+    if load.segments > 1:  # N k6 processes, one execution segment each
+        from chaospika.load.k6.segments import run_segments
+
+        return run_segments(load, script, binary, deadline, stop_event, on_progress)
     with tempfile.TemporaryDirectory(prefix="pika-k6-") as folder:
         return _K6Run(load, script, binary, Path(folder), deadline).run(
             stop_event, on_progress
