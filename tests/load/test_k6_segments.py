@@ -262,3 +262,39 @@ def test_one_failing_segment_fails_the_run_and_stops_the_others(
     assert "exit code 107" in str(error.value)
     assert "segment broke" in str(error.value)
     assert time.monotonic() - started < 15  # the two others got SIGINT
+
+
+@needs_k6
+def test_stop_event_stops_every_segment_with_live_summed_progress(server):
+    stop = threading.Event()
+    seen = []
+
+    def on_progress(progress: dict) -> None:
+        seen.append(progress)
+        if progress["vus"] == 3:  # one VU in each of the three processes
+            stop.set()
+
+    spec = {
+        "engine": "k6",
+        "segments": 3,
+        "scenarios": {
+            "long": {
+                "executor": "constant-vus",
+                "vus": 3,
+                "duration": "60s",
+                "steps": [{"request": {"url": _url(server)}}, {"think": 0.2}],
+            }
+        },
+    }
+    started = time.monotonic()
+    result = run_k6(spec, stop_event=stop, on_progress=on_progress)
+    assert time.monotonic() - started < 20
+    assert stop.is_set() and seen
+    assert result.stopped_by == "stop_event" and not result.aborted
+    metrics = result.summary_export["metrics"]
+    assert metrics["vus_max"]["value"] == 3
+    assert metrics["vus"]["max"] == 3
+    completed = result.scenarios["long"]["completed"]
+    assert metrics["iterations"]["count"] == completed > 0
+    # each VU stopped in its think time may have sent one request more
+    assert completed <= metrics["http_reqs"]["count"] <= completed + 3
