@@ -204,6 +204,43 @@ def test_three_segments_count_what_one_k6_run_counts(server):
 
 
 @needs_k6
+def test_arrival_rate_segments_start_what_one_k6_run_starts(server):
+    # 10/s for 2 s: k6 starts 21 (one more at t = duration); segments stripe
+    # the same schedule over the processes, so together they start as many
+    counts = {}
+    for segments in (1, 3):
+        spec = {
+            "engine": "k6",
+            "segments": segments,
+            "scenarios": {
+                "steady": {
+                    "executor": "constant-arrival-rate",
+                    "rate": 10,
+                    "duration": "2s",
+                    "preAllocatedVUs": 3,
+                    "steps": [{"request": {"url": _url(server)}}],
+                }
+            },
+            "thresholds": {"http_reqs": ["count>=20", "count>21"]},
+        }
+        result = run_k6(spec)
+        metrics = result.summary_export["metrics"]
+        counts[segments] = (
+            metrics["http_reqs"]["count"],
+            metrics["iterations"]["count"],
+            result.scenarios["steady"]["dropped"],
+            result.thresholds,
+        )
+    assert counts[3] == counts[1]
+    assert counts[1] == (
+        21,
+        21,
+        0,
+        {"http_reqs": {"count>=20": True, "count>21": False}},
+    )
+
+
+@needs_k6
 def test_abort_on_fail_is_judged_on_the_merged_samples(server):
     # 30/s over 3 processes: the merged count passes 20 after ~0.7 s, each
     # process's own after ~2 s; the check every 2 s stops all at the first one
