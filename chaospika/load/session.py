@@ -1,8 +1,9 @@
 """A load run inside a Chaos Toolkit experiment, reachable by its name.
 
 The run executes on its own thread and event loop. Probes ask it questions
-(a threshold verdict, a metric) that are answered on that loop at its next
-one-second tick, so nothing reads the registry while the engine writes it.
+(a threshold verdict, a metric, the values captured so far) that are answered
+on that loop at its next one-second tick, so nothing reads the registry or the
+captures while the engine writes them.
 A spec with `"engine": "k6"` runs on the real k6 binary (chaospika.load.k6):
 its samples reach the registry about once a second, so live answers are up
 to ~2 s behind k6, and exact once the run has ended.
@@ -20,6 +21,7 @@ from typing import Any
 from chaospika import _records
 from chaospika.load.k6 import run_k6
 from chaospika.load.lifecycle import StopFlag, active_run
+from chaospika.load.progress import progress_line
 from chaospika.load.runner import LoadResult, either, run
 from chaospika.load.scenario import LoadSpec, parse_spec
 
@@ -54,9 +56,11 @@ class LoadSession:
         spec: Mapping,
         max_duration: float | None,
         log_summary: bool = True,
+        show_progress: Callable[[dict], None] | None = None,
     ) -> None:
         self.name = name
         self.log_summary = log_summary  # False: the caller prints it (the CLI)
+        self.show_progress = show_progress or self._log_progress
         self.load: LoadSpec = parse_spec(spec)
         self.max_duration = max_duration
         self.stop_event = StopFlag()  # lock-free: `stop` is safe in a signal handler
@@ -64,6 +68,7 @@ class LoadSession:
         self.result: LoadResult | None = None
         self.error: BaseException | None = None
         self.progress: dict = {}
+        self._live_captures: dict = {}  # the engine's, read on its thread only
         self._questions: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         with _sessions_lock:
@@ -144,18 +149,21 @@ class LoadSession:
                 answer.set_exception(error)
 
     def _on_progress(self, progress: dict) -> None:
+        self._live_captures = progress.pop("captures", None) or {}
         self.progress = progress
         self._answer_pending()
-        logger.info(
-            "load '%s' %5.1fs  vus=%d  iterations=%d  rps=%.0f  errors=%d%s",
-            self.name,
-            progress["elapsed"],
-            progress["vus"],
-            progress["iterations"],
-            progress["rps"],
-            progress["errors"],
-            f"  WARNING {progress['warning']}" if progress.get("warning") else "",
-        )
+        self.show_progress(progress)  # the engine logs what it raises
+
+    def _log_progress(self, progress: dict) -> None:
+        logger.info("load '%s' %s", self.name, progress_line(progress))
+
+    def captured(self, key: str) -> list:
+        """The values captured under `key` so far (live), or at the end."""
+        if self.result is not None:
+            return list(_flatten(self.result.captures).get(key, []))
+        if self.done.is_set():  # ended without a result
+            return []
+        return self.ask(lambda load: list(_flatten(self._live_captures).get(key, [])))
 
     # -- record ---------------------------------------------------------------
     def thresholds(self) -> dict:
