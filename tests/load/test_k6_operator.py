@@ -18,7 +18,8 @@ import yaml
 from chaospika.cli import main
 from chaospika.load.errors import ScenarioError
 from chaospika.load.k6 import find_k6, translate
-from chaospika.load.k6.operator import default_name, manifests
+from chaospika.load.k6.operator import default_name, manifests, max_vus
+from chaospika.load.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,6 +169,7 @@ def test_cli_writes_both_manifests(tmp_path, capsys):
     "extra, message",
     [
         (["--parallelism", "0"], "--parallelism"),
+        (["--parallelism", "7"], "most VUs (6)"),  # k6-operator: instances > VUs
         (["--parallelism", "2", "--name", "Bad_Name"], "--name"),
         (["--parallelism", "2", "--name", "x" * 52], "--name"),
         (["--parallelism", "2", "--namespace=Load"], "--namespace"),
@@ -210,11 +212,10 @@ def _k6_available() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _k6_available(), reason="k6 binary not installed")
-def test_real_k6_reads_the_configmap_script_like_the_initializer(tmp_path):
-    configmap, testrun, _ = manifests(_spec(), 3, "shop")
-    script = tmp_path / "script.js"
-    script.write_text(_validate_configmap(configmap, testrun))
+def _inspect(folder: Path, source: str) -> dict:
+    """What k6-operator's initializer runs on the script: k6 inspect."""
+    script = folder / "script.js"
+    script.write_text(source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("K6_")}
     env["K6_NO_USAGE_REPORT"] = "true"
     inspected = subprocess.run(
@@ -224,8 +225,49 @@ def test_real_k6_reads_the_configmap_script_like_the_initializer(tmp_path):
         timeout=30,
         check=True,
     )
-    options = json.loads(inspected.stdout)
-    assert options["maxVUs"] == 6
+    return json.loads(inspected.stdout)
+
+
+@pytest.mark.skipif(not _k6_available(), reason="k6 binary not installed")
+def test_real_k6_reads_the_configmap_script_like_the_initializer(tmp_path):
+    configmap, testrun, _ = manifests(_spec(), 3, "shop")
+    options = _inspect(tmp_path, _validate_configmap(configmap, testrun))
+    assert options["maxVUs"] == 6  # what --parallelism may not exceed (tested above)
     assert options["totalDuration"] == "1m0s"  # 30 s + gracefulStop 30 s
     assert options["scenarios"]["browse"]["executor"] == "constant-vus"
     assert options["thresholds"] == {"http_req_failed": ["rate<0.01"]}
+
+
+def _mixed_spec() -> dict:
+    """Arrival rate (2 VUs, up to 10) still in its gracefulStop when ramping starts."""
+    url = "http://127.0.0.1:1/"
+    return {
+        "scenarios": {
+            "a": {
+                "executor": "constant-arrival-rate",
+                "rate": 5,
+                "duration": "10s",
+                "preAllocatedVUs": 2,
+                "maxVUs": 10,
+                "steps": [{"request": {"url": url}}],
+            },
+            "b": {
+                "executor": "ramping-vus",
+                "startTime": "20s",
+                "stages": [{"duration": "5s", "target": 4}],
+                "steps": [{"request": {"url": url}}],
+            },
+        }
+    }
+
+
+@pytest.mark.skipif(not _k6_available(), reason="k6 binary not installed")
+@pytest.mark.parametrize("spec", [_spec(), _mixed_spec()], ids=["vus", "mixed"])
+def test_max_vus_is_what_k6_inspect_reports(tmp_path, spec):
+    assert (
+        max_vus(parse_spec(spec))
+        == _inspect(tmp_path, translate(spec).source)["maxVUs"]
+    )
+    assert manifests(spec, max_vus(parse_spec(spec)), "shop")[1]["spec"]
+    with pytest.raises(ValueError, match="instances > number of VUs"):
+        manifests(spec, max_vus(parse_spec(spec)) + 1, "shop")

@@ -60,7 +60,8 @@ def manifests(
 
     ValueError names a bad argument; ScenarioError a bad spec field.
     """
-    from chaospika.load.k6.script import translate
+    from chaospika.load.k6.script import reject_exec, translate
+    from chaospika.load.scenario import parse_spec
 
     if type(parallelism) is not int or not 1 <= parallelism <= MAX_PARALLELISM:
         raise ValueError(
@@ -71,7 +72,15 @@ def manifests(
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:
         metadata["namespace"] = _dns_label("--namespace", namespace, 63)
-    script = translate(spec)
+    reject_exec(spec)
+    load = parse_spec(spec)
+    most = max_vus(load)
+    if parallelism > most:
+        raise ValueError(
+            f"--parallelism {parallelism} is more than the test's most VUs ({most}): "
+            "k6-operator refuses it (number of instances > number of VUs)"
+        )
+    script = translate(load)
     text = script.source
     size = len(text.encode())
     if size > MAX_CONFIGMAP:
@@ -97,6 +106,21 @@ def manifests(
     }
     read = [n for n in sorted(script.env_names) if f"__ENV[{json.dumps(n)}]" in text]
     return configmap, testrun, read
+
+
+def max_vus(load: Any) -> int:
+    """k6 inspect's `maxVUs`, which k6-operator compares with parallelism: the
+    most VUs planned at one time plus every arrival-rate scenario's maxVUs above
+    its preAllocatedVUs (k6 counts those as possible however the scenarios fall)."""
+    from chaospika.load.runner import planned_vus
+
+    extra = 0
+    for scenario in load.scenarios.values():
+        options = scenario.config.options
+        allocated = getattr(options, "pre_allocated_vus", None)
+        if allocated is not None:
+            extra += max(0, options.max_vus - allocated)
+    return planned_vus(load) + extra
 
 
 def _dump(document: dict) -> str:
