@@ -2,17 +2,21 @@
 
 Writes two Kubernetes manifests: a ConfigMap holding the spec translated into a
 k6 script (script.py's `translate`, key `script.js`) and a `TestRun`
-(k6.io/v1alpha1) that runs it on N pods, each k6 with its own execution segment.
-Apply the ConfigMap first, then the TestRun. What differs from `"segments"`
-run here: k6-operator does not merge the pods' results, so each pod judges the
-thresholds on its own share (a `count` threshold sees about 1/N of the
-requests) and the results are in each pod's log (or in an output set with
-`spec.arguments`, e.g. `--out experimental-prometheus-rw`); {{counter}} values
-are unique within a pod only. As with engine k6 here, {{env.NAME}} in a URL or
-a request name is filled in when the script is written (from this shell or
--e NAME=VALUE), while headers and bodies read k6's __ENV in the pods: set those
-under the TestRun's `spec.runner.env` (the names are listed, no value is
-written, so no secret of this shell lands in a manifest).
+(k6.io/v1alpha1) that runs it on N pods, each k6 with its own execution
+segment. Apply the ConfigMap first, then the TestRun. N may not exceed the
+test's most VUs as `k6 inspect` counts them (`max_vus`): the operator refuses
+that ("number of instances > number of VUs"), so this command does first.
+
+What differs from `"segments"` run here: k6-operator does not merge the pods'
+results, so each pod judges the thresholds on its own share (a `count`
+threshold sees about 1/N of the requests) and the results are in each pod's
+log (or in an output set with `spec.arguments`, e.g. `--out
+experimental-prometheus-rw`); {{counter}} values are unique within a pod only.
+As with engine k6 here, {{env.NAME}} in a URL or a request name is filled in
+when the script is written (from this shell or -e NAME=VALUE), while headers
+and bodies read k6's __ENV in the pods: set those under the TestRun's
+`spec.runner.env` (the names are listed, no value is written, so no secret of
+this shell lands in a manifest).
 """
 
 import argparse
