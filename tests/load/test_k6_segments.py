@@ -200,6 +200,16 @@ def test_three_segments_count_what_one_k6_run_counts(server):
     assert merged["http_reqs"]["thresholds"] == {"count==30": False, "count>30": True}
     assert set(merged) == set(one.summary_export["metrics"])
     assert set(three.summary_export) == set(one.summary_export)
+    # trends: every process's samples, percentiles exact over their union
+    samples = sorted(three.registry.metric("http_req_duration").raw)
+    assert len(samples) == 30
+    position = 0.95 * 29  # k6: linear between the ranks around p * (n - 1)
+    low = samples[int(position)]
+    expected_p95 = low + (samples[int(position) + 1] - low) * (position % 1)
+    trend = merged["http_req_duration"]
+    assert trend["p(95)"] == pytest.approx(expected_p95, rel=1e-12)
+    assert (trend["min"], trend["max"]) == (samples[0], samples[-1])
+    assert trend["avg"] == pytest.approx(sum(samples) / 30, rel=1e-12)
     assert "http_reqs" in three.summary_text
 
 
