@@ -223,7 +223,9 @@ def _clock(seconds: float) -> str:
 
 
 def _milliseconds(ms: float) -> str:
-    """A duration as k6 prints it: 560.84µs, 7.76ms, 1.25s."""
+    """A duration as k6 prints it: 0s, 560.84µs, 7.76ms, 1.25s."""
+    if ms <= 0:
+        return "0s"  # e.g. only refused connections, which k6 times as 0
     if ms < 1:
         return f"{ms * 1000:.2f}µs"
     if ms < 1000:

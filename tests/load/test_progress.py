@@ -260,6 +260,8 @@ def test_the_line_reads_like_k6s():
     )
     report["http_req_duration_p95_ms"] = 1534.2
     assert "p(95)=1.53s" in progress_line(report)
+    report["http_req_duration_p95_ms"] = 0.0  # refused connections only
+    assert "p(95)=0s" in progress_line(report)
 
 
 class Terminal(io.StringIO):
