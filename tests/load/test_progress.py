@@ -75,13 +75,12 @@ def test_totals_of_processes_keep_the_worst_lags():
 
 # -- the progress line: p(95) and failures from the run's registry ----------------
 
-FAIL_EVERY = 4  # every 4th request answers 500: http_req_failed is 25 %
-SLOW_EVERY = 10  # every 10th sleeps SLOW_S first: p(95) of a second is at least that
-SLOW_S = 0.06
+SLOW_S = 0.06  # /slow sleeps this long: a quarter of the requests, so p(95) >= it
+PATHS = ("ok", "slow", "ok", "fail")  # an iteration's requests: /fail answers 500
 
 
 class FailingServer(ThreadingHTTPServer):
-    """Answers GET with 500 to every FAIL_EVERY-th request, slowly every SLOW_EVERY-th."""
+    """Answers GET /fail with 500, /slow after SLOW_S, anything else at once."""
 
     daemon_threads = True
 
@@ -91,23 +90,21 @@ class FailingServer(ThreadingHTTPServer):
         self.served = 0
         self.failed = 0
 
-    def next_request(self) -> tuple[int, bool]:
+    def count(self, failed: bool) -> None:
         with self.lock:
             self.served += 1
-            number = self.served
-            fail = number % FAIL_EVERY == 0
-            self.failed += fail
-        return (500 if fail else 200), number % SLOW_EVERY == 0
+            self.failed += failed
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        status, slow = self.server.next_request()
-        if slow:
+        if self.path == "/slow":
             time.sleep(SLOW_S)
-        self.send_response(status)
+        failed = self.path == "/fail"
+        self.server.count(failed)
+        self.send_response(500 if failed else 200)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -127,6 +124,14 @@ def server():
 
 
 def failing_spec(url: str, processes: int = 1, duration: str = "3s") -> dict:
+    """4 VUs; each iteration's 4th request fails: 25 % of every VU's requests."""
+    steps = [
+        {
+            "request": {"method": "GET", "url": f"{url}{path}"},
+            "checks": [{"status": [200]}],
+        }
+        for path in PATHS
+    ]
     return {
         "processes": processes,
         "scenarios": {
@@ -134,13 +139,7 @@ def failing_spec(url: str, processes: int = 1, duration: str = "3s") -> dict:
                 "executor": "constant-vus",
                 "vus": 4,
                 "duration": duration,
-                "steps": [
-                    {
-                        "request": {"method": "GET", "url": url},
-                        "checks": [{"status": [200]}],
-                    },
-                    {"think": "5ms"},
-                ],
+                "steps": [*steps, {"think": "5ms"}],
             }
         },
     }
@@ -167,10 +166,10 @@ def check_reports(reports: list[tuple[dict, dict]], server: FailingServer) -> No
         assert report["http_req_failed"] == seen["http_req_failed"]
         assert report["checks_failed"] == seen["checks_failed"]
         assert report["checks"] == report["http_reqs"]  # one check per request
-        # the server fails every 4th request it serves: 25 %, give or take the
-        # requests in flight at the report (at most one per VU)
+        # every VU's 4th, 8th... request fails: of n requests a VU made, n // 4
+        # failed, so the 4 VUs' failures are total / 4 less at most 3 / 4 each
         failed, total = report["http_req_failed"], report["http_reqs"]
-        assert abs(failed - total // FAIL_EVERY) <= 4, report
+        assert 0 <= total / 4 - failed <= 4 * 3 / 4, report
         assert report["http_req_failed_rate"] == round(failed / total, 6)
         # p(95) of the last second: the registry's own point of that second, and
         # at least the delay of the 10 % slow requests
