@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import heapq
 import itertools
+import logging
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ CLOCK_MONOTONIC = 1
 TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
 TFD_TIMER_ABSTIME = 1
+logger = logging.getLogger("chaospika.network")
 IDLE_CLOSE = 1.0  # seconds without a pending deadline before the fd is closed
 
 
@@ -167,7 +169,10 @@ class DeadlineTimer:
             if not handle.cancelled:
                 handle.cancelled = True  # spent: a later cancel() is a no-op
                 self.live -= 1
-                handle.callback()
+                try:
+                    handle.callback()
+                except Exception:  # one bad callback must not stop the others
+                    logger.exception("toxic timer callback failed")
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
         if self.live <= 0:
