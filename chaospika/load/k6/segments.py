@@ -130,11 +130,18 @@ class _GaugeSums:
             self.registry.add(name, sum(slots), tags)
             self.recorded.add(name)
 
-    def finish(self) -> None:
-        """A process that ended before its first report: record what the others sent."""
+    def finish(self, exports: list[dict]) -> None:
+        """If a process never reported one (stopped within its first second), sum
+        once with the last value of its summary export (if it has one)."""
         for name, slots in self.latest.items():
+            if name in self.recorded:
+                continue
+            for index, export in enumerate(exports):
+                last = export.get("metrics", {}).get(name, {}).get("value")
+                if slots[index] is None and isinstance(last, (int, float)):
+                    slots[index] = last
             sent = [value for value in slots if value is not None]
-            if sent and name not in self.recorded:
+            if sent:
                 self.registry.add(name, sum(sent))
 
 
@@ -241,17 +248,17 @@ class _Segments:
         self.signalled_at: float | None = None
         self.last_tick = 0.0
         self.meter = ProgressMeter()
+        self.sums = _GaugeSums(load.registry, len(segments))
 
     def run(self, stop_event: Any, on_progress: ProgressCallback | None) -> LoadResult:
-        sums = _GaugeSums(self.load.registry, len(self.segments))
         started = time.monotonic()
         try:
             for segment in self.segments:
-                segment.start(_Recorder(self.load.registry, sums, segment.index))
+                recorder = _Recorder(self.load.registry, self.sums, segment.index)
+                segment.start(recorder)
             self._watch(started, stop_event, on_progress)
             for segment in self.segments:
                 segment.feed.drain()
-            sums.finish()
         finally:
             for segment in self.segments:
                 if segment.running:
@@ -327,6 +334,7 @@ class _Segments:
         if self.cause is not None:  # the cause, not a process it made stop
             self.cause.export()  # raises K6Error
         exports = [segment.export() for segment in self.segments]
+        self.sums.finish(exports)
         durations = [run_duration(export) or 0.0 for export in exports]
         duration = max(durations) or wall
         registry = self.load.registry
