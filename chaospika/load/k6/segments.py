@@ -12,8 +12,10 @@ computed from the raw samples, as a single run's would be:
 - trends hold every process's samples: min, max and avg are exact, and the
   percentiles are exact too up to metrics.EXACT_LIMIT samples (HDR beyond, as
   for one process). Values are k6's CSV values (six decimals).
-- the `vus` and `vus_max` gauges are the sum of each process's latest value;
-  other gauges keep the latest value of any process;
+- the `vus` and `vus_max` gauges are the sum of each process's latest value,
+  recorded once every process has reported (k6 reports each second; a process
+  stopped in its first second adds its export's value at the end); other
+  gauges keep the latest value of any process;
 - thresholds are judged on the merged samples by our evaluator; the processes
   run with --no-thresholds (one third of the test would cross `count>=N`), and
   abortOnFail is checked on the merged samples every 2 s, as k6 does.
