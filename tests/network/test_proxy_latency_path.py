@@ -1,6 +1,7 @@
 """The latency-only path of a link (delayed in a FIFO on a precise timer) and its timer."""
 
 import asyncio
+import select
 import socket
 import socketserver
 import threading
@@ -12,6 +13,7 @@ import requests
 import uvloop
 from proxy_helpers import body_of, http_get, pattern
 
+from chaospika.network.server import ProxyServerThread
 from chaospika.network.toxics import timer as timer_module
 from chaospika.network.toxics.latency import Latency
 
@@ -22,10 +24,14 @@ class _Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class _EchoServer(socketserver.ThreadingTCPServer):
+    request_queue_size = 1024  # the listen backlog (socketserver's default: 5)
+
+
 @pytest.fixture
 def echo_server() -> Iterator[str]:
     """A TCP echo server (``host:port``) on a free loopback port."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
     server.daemon_threads = True
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}
@@ -182,3 +188,40 @@ def test_timer_closes_its_fd_when_idle(monkeypatch):
     finally:
         loop.close()
     assert opened is not None and after is None
+
+
+def test_a_burst_of_clients_connects_while_the_proxy_is_busy(echo_server):
+    """The kernel completes 250 handshakes while the proxy's loop is blocked.
+
+    With asyncio's default listen backlog (100) the rest of the burst would be
+    dropped and retried by the clients a second later.
+    """
+    server = ProxyServerThread("127.0.0.1:0")
+    api = server.start()
+    sockets: list[socket.socket] = []
+    try:
+        body = {"name": "echo", "upstream": echo_server, "listen": "127.0.0.1:0"}
+        answer = requests.post(f"{api}/proxies", json=body, timeout=5)
+        port = int(answer.json()["listen"].rsplit(":", 1)[1])
+        server._loop.call_soon_threadsafe(time.sleep, 1.5)  # the loop accepts nothing
+        unblocked = time.monotonic() + 1.5
+        time.sleep(0.1)
+        poller = select.poll()
+        for _ in range(250):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            sockets.append(sock)
+            poller.register(sock, select.POLLOUT)
+        connected, deadline = set(), time.monotonic() + 0.9
+        while len(connected) < len(sockets) and time.monotonic() < deadline:
+            for fd, _ in poller.poll(50):
+                connected.add(fd)
+                poller.unregister(fd)
+        assert len(connected) == 250
+    finally:
+        for sock in sockets:
+            sock.close()
+        if sockets:  # let the proxy accept and close them before it stops
+            time.sleep(max(0.0, unblocked - time.monotonic()) + 0.5)
+        server.stop()
