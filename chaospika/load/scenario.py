@@ -227,7 +227,8 @@ def _segments(spec: Mapping[str, Any], engine: str) -> int:
     segments = spec.get("segments", 1)
     if type(segments) is not int or not 1 <= segments <= MAX_SEGMENTS:
         raise ScenarioError(
-            "segments", f"expected an integer from 1 to {MAX_SEGMENTS}, got {segments!r}"
+            "segments",
+            f"expected an integer from 1 to {MAX_SEGMENTS}, got {segments!r}",
         )
     if segments > 1 and engine != "k6":
         raise ScenarioError(
