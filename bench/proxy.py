@@ -315,15 +315,20 @@ def _our_proxy(
     return relay, port(plain), port(toxic), stats_path
 
 
+def _output(argv: list[str]) -> list[str]:
+    """The lines `argv` prints (stdout, else stderr); none if it cannot run."""
+    try:
+        done = subprocess.run(
+            argv, check=False, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return (done.stdout or done.stderr).strip().splitlines()
+
+
 def _versions() -> str:
     def first_line(argv: list[str]) -> str:
-        try:
-            done = subprocess.run(
-                argv, check=False, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-        return ((done.stdout or done.stderr).strip().splitlines() or ["?"])[0]
+        return (_output(argv) or ["?"])[0]
 
     try:
         import uvloop
@@ -332,7 +337,14 @@ def _versions() -> str:
     except ImportError:
         loop = "asyncio (no uvloop)"
     nginx_v = first_line([shutil.which("nginx") or "/usr/sbin/nginx", "-v"])
-    socat_v = first_line([shutil.which("socat") or "/usr/bin/socat", "-V"])
+    socat_v = next(
+        (
+            line.strip()
+            for line in _output([shutil.which("socat") or "/usr/bin/socat", "-V"])
+            if "socat version" in line
+        ),
+        "socat ?",
+    )
     return (
         f"Python {platform.python_version()} with {loop}; {nginx_v}; {socat_v}; "
         f"{os.cpu_count()} CPUs"
@@ -415,7 +427,15 @@ def report(
         f"{GENERATOR_CORE}. Percentiles are over the requests that started after the "
         "warm-up; each target is judged on the median over the rounds of its "
         "per-round paired difference; relay CPU on the sums over all rounds "
-        "(warm-up requests included).\n"
+        "(warm-up requests included).\n\n"
+        "Definitions: added p50 = p50(proxy) - p50(direct); toxic error at pN = "
+        f"pN(toxic) - pN(proxy) - {latency} ms, the toxic being a downstream "
+        f"latency toxic of {latency} ms on a second proxy of the same server "
+        "process; relay CPU = utime + stime of the relay process from "
+        "/proc/PID/stat (socat: with its reaped forks) read before and after each "
+        "run, per 1,000 requests of the run; the proxy's own lateness = the time "
+        "a delayed chunk was written minus its deadline, recorded inside the "
+        "proxy.\n"
     )
     print(
         "Load average (1, 5, 15 min) before: "
@@ -553,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve is not None:
         serve(*args.serve)
         return 0
-    if not 1 <= args.rounds <= 50 or not 0.5 <= args.seconds <= 60:
-        parser.error("--rounds must be 1..50 and --seconds 0.5..60")
+    if not 1 <= args.rounds <= 50 or not 1 <= args.seconds <= 60:
+        parser.error("--rounds must be 1..50 and --seconds 1..60")
     if not 0 <= args.warmup <= 10 or not 1 <= args.rate <= 20000:
         parser.error("--warmup must be 0..10 and --rate 1..20000")
     if shutil.which("taskset"):
