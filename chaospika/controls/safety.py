@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
@@ -64,8 +65,11 @@ CRITICAL_MODULES = (
 )
 # chaoslib's Dry values that skip actions (faults are actions).
 DRY_SKIPPING_ACTIONS = ("actions", "activities")
-# How many times one run delivers a dropped interrupt again, at most.
-MAX_REDELIVERIES = 100
+# How many times one run delivers a dropped interrupt again, at most, and
+# how long the thread that does it waits first (for the main thread to leave
+# the finalizer where the interrupt was dropped).
+MAX_REDELIVERIES = 200
+REDELIVERY_DELAY_SECONDS = 0.01
 
 
 class SafetyInterrupt(KeyboardInterrupt):
@@ -103,7 +107,6 @@ class _Run:
     errors: list[str] = field(default_factory=list)
     earlier: list[str] = field(default_factory=list)
     owed: int | None = None
-    in_hook: bool = False
     in_flight: int = 0
     redelivered: int = 0
 
@@ -164,7 +167,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     """
     redelivered = _run.in_flight > 0
     _run.in_flight -= 1 if redelivered else 0
-    if _run.in_hook:  # in `_on_unraisable`: an exception raised here is lost too
+    if _in_unraisable_hook(frame):  # an exception raised here is lost too
         _redeliver(signum)
         return
     if redelivered and _run.owed is None:
@@ -187,14 +190,20 @@ def _on_unraisable(unraisable: Any) -> None:
     would leave the run going on as if no signal came: deliver it again."""
     dropped = unraisable.exc_value
     if isinstance(dropped, SafetyInterrupt) and dropped.signum:
-        _run.in_hook = True
-        try:
-            _run.owed = dropped.signum
-            _redeliver(dropped.signum)
-        finally:
-            _run.in_hook = False
+        _run.owed = dropped.signum
+        _redeliver(dropped.signum)
         return
     (_installed["hook"] or sys.__unraisablehook__)(unraisable)
+
+
+def _in_unraisable_hook(frame: FrameType | None) -> bool:
+    """The signal handler runs inside `_on_unraisable` (`frame` is where the
+    main thread was): an exception it raised would be dropped again."""
+    while frame is not None:
+        if frame.f_code is _on_unraisable.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _redeliver(signum: int) -> None:
@@ -228,9 +237,11 @@ class _Redelivery:
     ignored in ...") and dropped, so the run would go on (into a 60 s pause,
     say). `request` writes the signal number on a pipe (no lock: safe in a
     finalizer or a signal handler); this thread, which blocks SIGINT and
-    SIGTERM itself, sends it to the main thread, whose handler raises again,
-    outside the finalizer. A signal sent to the process could be delivered to
-    another thread and leave the main thread's sleep uninterrupted.
+    SIGTERM itself, waits a little (the main thread leaves the finalizer) and
+    sends it to the main thread, whose handler raises again. A signal sent to
+    the process could be delivered to another thread and leave the main
+    thread's sleep uninterrupted. A handler that runs inside `_on_unraisable`
+    asks again instead of raising there.
     """
 
     def __init__(self) -> None:
@@ -260,6 +271,7 @@ class _Redelivery:
                 data = os.read(self._read, 1)
                 if not data or data[0] == 0:
                     return
+                time.sleep(REDELIVERY_DELAY_SECONDS)
                 signal.pthread_kill(self._main, data[0])
         finally:
             os.close(self._read)

@@ -17,6 +17,7 @@ import pytest
 from chaos_runs import CHAOSPIKA, chaos_argv
 from sandbox_fixtures import wait_until
 
+from chaospika.controls import safety
 from chaospika.ledger import store
 
 # chaos imports the test activity `dropped_interrupt` from this folder
@@ -214,6 +215,34 @@ def test_an_interrupt_python_drops_in_a_finalizer_is_raised_again(
     records = journal["pika_faults"]
     assert sorted(r["kind"] for r in records) == ["docker.pause", "docker.stop"]
     assert all(r["state"] == "undone" and r["undone_by"] == "safety" for r in records)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_every_dropped_interrupt_is_raised_again_within_a_second(
+    monkeypatch, signal_name
+):
+    # in this process, many times: a race in the redelivery (for instance the
+    # handler running inside the unraisable hook) loses some of them
+    from dropped_interrupt import signal_inside_a_finalizer
+
+    monkeypatch.setattr(safety, "_run", safety._Run(run_id="run-in-process"))
+    safety._install_handlers()
+    took = []
+    try:
+        for attempt in range(200):
+            safety._run.signal = safety._run.owed = None
+            safety._run.in_flight = safety._run.redelivered = 0
+            start = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                signal_inside_a_finalizer(signal_name, then_sleep=2 * (attempt % 2))
+                deadline = start + 2
+                while time.monotonic() < deadline:  # busy: no sleep to interrupt
+                    pass
+            took.append(time.monotonic() - start)
+        time.sleep(0.05)  # a redelivery left in flight would be raised here
+    finally:
+        safety._restore_handlers()
+    assert max(took) < 1, sorted(took)[-5:]
 
 
 def test_sigterm_during_a_slow_stop_waits_for_it_then_undoes_it(containers, tmp_path):
