@@ -32,6 +32,7 @@ those percentiles too. Every child is bounded in time and stopped by its pid.
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -122,6 +123,7 @@ def serve(listen: str, stats_path: str) -> None:
     async def main() -> None:
         server = ProxyServer(listen)
         await server.start()
+        gc.freeze()  # as `python -m chaospika.network.server` does
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         loop.add_signal_handler(signal.SIGUSR1, dump)
