@@ -226,6 +226,10 @@ def test_every_dropped_interrupt_is_raised_again_within_a_second(
     from dropped_interrupt import signal_inside_a_finalizer
 
     monkeypatch.setattr(safety, "_run", safety._Run(run_id="run-in-process"))
+    signum = signal.Signals[signal_name]
+    before = signal.getsignal(signum)
+    if before is signal.SIG_IGN:  # pytest started as a background job
+        signal.signal(signum, signal.SIG_DFL)
     safety._install_handlers()
     took = []
     try:
@@ -242,6 +246,7 @@ def test_every_dropped_interrupt_is_raised_again_within_a_second(
         time.sleep(0.05)  # a redelivery left in flight would be raised here
     finally:
         safety._restore_handlers()
+        signal.signal(signum, before)
     assert max(took) < 1, sorted(took)[-5:]
 
 
