@@ -320,6 +320,10 @@ def _restore_handlers() -> None:
     """Put back the handlers (and unraisable hook) `_install_handlers` replaced."""
     if not _is_main_thread():
         return
+    if _installed["redelivery"] is not None:
+        # first: a delivery still on its way reaches `_on_signal`, which drops it
+        _installed["redelivery"].close()
+        _installed["redelivery"] = None
     for signum, previous in _run.previous.items():
         if signal.getsignal(signum) is _on_signal:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
@@ -327,9 +331,6 @@ def _restore_handlers() -> None:
     if sys.unraisablehook is _on_unraisable:
         sys.unraisablehook = _installed["hook"] or sys.__unraisablehook__
         _installed["hook"] = None
-    if _installed["redelivery"] is not None:
-        _installed["redelivery"].close()
-        _installed["redelivery"] = None
 
 
 ###############################################################################
