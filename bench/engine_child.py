@@ -8,7 +8,7 @@ import json
 import resource
 import sys
 
-from chaospika.load import runner
+from chaospika.loadengine import runner
 
 TREND_STATS = ["avg", "med", "p(95)", "p(99)", "max"]
 

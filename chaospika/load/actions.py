@@ -7,9 +7,9 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika._validate import require_duration, require_text
-from chaospika.load import lifecycle
-from chaospika.load.errors import ScenarioError
 from chaospika.load.session import LoadSession, get_session, load_spec_file
+from chaospika.loadengine import lifecycle
+from chaospika.loadengine.errors import ScenarioError
 
 __all__ = ["run_load", "stop_all_loads", "stop_load"]
 

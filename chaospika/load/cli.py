@@ -52,10 +52,10 @@ def load_run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> tuple:
     """(session, time limit, sample outputs); ValueError/OSError: exit 104."""
-    from chaospika.load.output import open_output, parse_out
-    from chaospika.load.runner import run_deadline
     from chaospika.load.session import LoadSession, load_spec_file
-    from chaospika.load.shortcuts import override
+    from chaospika.loadengine.output import open_output, parse_out
+    from chaospika.loadengine.runner import run_deadline
+    from chaospika.loadengine.shortcuts import override
 
     for item in args.env or ():
         key, sep, value = item.partition("=")
@@ -110,7 +110,7 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
         with open(args.summary_export, "w") as handle:
             json.dump(result.summary_export, handle, indent=2)
     if args.summary_json:
-        from chaospika.load import summary
+        from chaospika.loadengine import summary
 
         data = summary.data(
             result.registry,

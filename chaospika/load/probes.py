@@ -5,9 +5,9 @@ from chaoslib.types import Configuration, Secrets
 
 from chaospika import _records
 from chaospika._validate import require_text
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry, parse_selector
 from chaospika.load.session import RECORD_KIND, LoadSession, get_session
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import Registry, parse_selector
 
 __all__ = ["captured", "load_failures", "metric", "thresholds_passed", "time_series"]
 

@@ -3,7 +3,7 @@
 The run executes on its own thread and event loop. Probes ask it questions
 (a threshold verdict, a metric) that are answered on that loop at its next
 one-second tick, so nothing reads the registry while the engine writes it.
-A spec with `"engine": "k6"` runs on the real k6 binary (chaospika.load.k6):
+A spec with `"engine": "k6"` runs on the real k6 binary (chaospika.loadengine.k6):
 its samples reach the registry about once a second, so live answers are up
 to ~2 s behind k6, and exact once the run has ended.
 """
@@ -18,10 +18,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from chaospika import _records
-from chaospika.load.k6 import run_k6
-from chaospika.load.lifecycle import StopFlag, active_run
-from chaospika.load.runner import LoadResult, either, run
-from chaospika.load.scenario import LoadSpec, parse_spec
+from chaospika.loadengine.k6 import run_k6
+from chaospika.loadengine.lifecycle import StopFlag, active_run
+from chaospika.loadengine.runner import LoadResult, either, run
+from chaospika.loadengine.scenario import LoadSpec, parse_spec
 
 __all__ = ["RECORD_KIND", "LoadSession", "get_session", "load_spec_file"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry, parse_selector
-from chaospika.load.thresholds import ThresholdSet, parse_thresholds
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import Registry, parse_selector
+from chaospika.loadengine.thresholds import ThresholdSet, parse_thresholds
 
 __all__ = ["METRICS", "Measures", "event_loop"]
 

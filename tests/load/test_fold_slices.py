@@ -6,8 +6,8 @@ import random
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from chaospika.load import metrics
-from chaospika.load.metrics import (
+from chaospika.loadengine import metrics
+from chaospika.loadengine.metrics import (
     FOLD_SLICE,
     HDR_DIGITS,
     HDR_HIGHEST,

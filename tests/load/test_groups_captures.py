@@ -11,11 +11,11 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load import vu as vu_module
-from chaospika.load.metrics import Registry
-from chaospika.load.runner import run as run_load
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU, CaptureList, capture_warnings, merge_captures
+from chaospika.loadengine import vu as vu_module
+from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.runner import run as run_load
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU, CaptureList, capture_warnings, merge_captures
 
 FIELD = "scenarios.shop.steps"
 

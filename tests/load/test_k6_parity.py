@@ -29,14 +29,14 @@ from k6_parity import (
 )
 from k6_reference import TABLE_FILE
 
-from chaospika.load import metrics
-from chaospika.load.errors import ScenarioError
-from chaospika.load.http1 import USER_AGENT
-from chaospika.load.metrics import HDR_RELATIVE_ERROR, Registry
-from chaospika.load.output import CsvOutput, JsonLinesOutput
-from chaospika.load.runner import AbortClock, run
-from chaospika.load.scenario import parse_spec
-from chaospika.load.thresholds import parse_thresholds
+from chaospika.loadengine import metrics
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.http1 import USER_AGENT
+from chaospika.loadengine.metrics import HDR_RELATIVE_ERROR, Registry
+from chaospika.loadengine.output import CsvOutput, JsonLinesOutput
+from chaospika.loadengine.runner import AbortClock, run
+from chaospika.loadengine.scenario import parse_spec
+from chaospika.loadengine.thresholds import parse_thresholds
 
 K6 = json.loads(PARITY_FILE.read_text())
 CHAOSPIKA = Path(sys.executable).with_name("chaospika")
@@ -396,7 +396,7 @@ def test_top_level_shortcuts_are_k6s_default_scenario(shortcuts, description):
 
 
 def test_cli_overrides_replace_the_scenarios_like_k6():
-    from chaospika.load.shortcuts import override
+    from chaospika.loadengine.shortcuts import override
 
     one = {"scenarios": {"a": {"executor": "per-vu-iterations", "steps": [1]}}}
     assert override(one, vus=10, duration="30s") == {
@@ -469,7 +469,7 @@ async def cookie_flow(vu):
 
 
 def test_cookie_jar_rules():
-    from chaospika.load.cookies import CookieJar
+    from chaospika.loadengine.cookies import CookieJar
 
     jar = CookieJar()
     jar.store(
@@ -506,7 +506,7 @@ def test_batch_sends_its_requests_in_parallel():
 
 
 def test_batch_cannot_run_on_k6():
-    from chaospika.load.k6.script import translate
+    from chaospika.loadengine.k6.script import translate
 
     spec = {"engine": "k6", "iterations": 1, "steps": [{"batch": [{"request": {
         "url": "http://127.0.0.1:1/"}}]}]}  # fmt: skip
@@ -542,7 +542,7 @@ def test_setup_data_reaches_every_vu_and_teardown():
 
 
 def test_setup_cannot_run_on_k6():
-    from chaospika.load.k6.script import translate
+    from chaospika.loadengine.k6.script import translate
 
     hook = {"steps": [{"think": 0}]}
     with pytest.raises(ScenarioError, match="pika engine only"):

@@ -8,9 +8,9 @@ import random
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from chaospika.load import metrics
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import (
+from chaospika.loadengine import metrics
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import (
     BUILTIN_METRICS,
     HDR_DIGITS,
     HDR_HIGHEST,

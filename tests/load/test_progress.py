@@ -1,6 +1,11 @@
 """The saturation warning: sustained event-loop lag only, not a single stall."""
 
-from chaospika.load.progress import LAG_LIMIT_MS, LagMonitor, ProgressMeter, Totals
+from chaospika.loadengine.progress import (
+    LAG_LIMIT_MS,
+    LagMonitor,
+    ProgressMeter,
+    Totals,
+)
 
 
 def second_of(monitor: LagMonitor, lags_ms: list[float]) -> None:

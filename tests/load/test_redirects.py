@@ -10,14 +10,14 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.http1 import Origin, Response, next_hop
-from chaospika.load.k6.script import translate
-from chaospika.load.metrics import Registry
-from chaospika.load.runner import run as run_load
-from chaospika.load.scenario import parse_spec
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.http1 import Origin, Response, next_hop
+from chaospika.loadengine.k6.script import translate
+from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.runner import run as run_load
+from chaospika.loadengine.scenario import parse_spec
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU
 
 FIELD = "scenarios.web.steps"
 

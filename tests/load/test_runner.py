@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.runner import LoadResult, planned_vus, run, run_async
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.runner import LoadResult, planned_vus, run, run_async
+from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import DEFAULT_TREND_STATS
-from chaospika.load.scenario import LoadSpec, parse_spec
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import DEFAULT_TREND_STATS
+from chaospika.loadengine.scenario import LoadSpec, parse_spec
 
 THINK = [{"think": "10ms"}]
 

@@ -10,10 +10,10 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry
-from chaospika.load.steps import compile_exec, compile_jsonpath, compile_steps
-from chaospika.load.vu import VU
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.steps import compile_exec, compile_jsonpath, compile_steps
+from chaospika.loadengine.vu import VU
 
 FIELD = "scenarios.shop.steps"
 URL = "http://127.0.0.1:9/x"

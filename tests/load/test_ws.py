@@ -11,10 +11,10 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from chaospika._ports import free_port
-from chaospika.load.metrics import Registry
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU
-from chaospika.load.ws import WsClosed, WsError
+from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU
+from chaospika.loadengine.ws import WsClosed, WsError
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 
