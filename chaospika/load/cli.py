@@ -53,9 +53,7 @@ def load_run(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> tuple:
     """(session, time limit, sample outputs); ValueError/OSError: exit 104."""
     from chaospika.load.session import LoadSession, load_spec_file
-    from chaospika.loadengine.output import open_output, parse_out
-    from chaospika.loadengine.runner import run_deadline
-    from chaospika.loadengine.shortcuts import override
+    from chaospika.loadengine import open_output, override, parse_out, run_deadline
 
     for item in args.env or ():
         key, sep, value = item.partition("=")
@@ -84,7 +82,7 @@ def _prepare(args: argparse.Namespace) -> tuple:
     opened = []
     for kind, path in outputs:  # each output wraps the previous one's recording
         opened.append(open_output(kind, path, sources))
-        opened[-1].attach(session.load.registry)
+        opened[-1].attach(session.run_handle.registry)
     return session, limit, opened
 
 
@@ -110,9 +108,9 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
         with open(args.summary_export, "w") as handle:
             json.dump(result.summary_export, handle, indent=2)
     if args.summary_json:
-        from chaospika.loadengine import summary
+        from chaospika.loadengine import summary_data
 
-        data = summary.data(
+        data = summary_data(
             result.registry,
             result.thresholds,
             result.duration_s,

@@ -16,7 +16,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaospika.load.session import LoadSession, get_session, load_spec_file
-from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine import ScenarioError
 
 __all__ = ["after_experiment_control", "before_experiment_control"]
 

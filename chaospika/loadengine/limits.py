@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.executors.options import option_int, reject_unknown
+from chaospika.loadengine.validate import option_int, reject_unknown
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -107,13 +107,11 @@ class ConnectionBudget:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.open = 0
-        self.refused = 0
         self._lock = threading.Lock()
 
     def take(self) -> bool:
         with self._lock:
             if self.open >= self.cap:
-                self.refused += 1
                 return False
             self.open += 1
             return True

@@ -4,7 +4,7 @@ Each worker runs `runner.LocalRun` on its own event loop and sends its metrics
 as a delta once a second; the parent (`_Coordinator`) merges them into one
 registry, ticks it, evaluates abortOnFail thresholds, reports progress and
 stops the workers at the deadline. Workers are spawned, so a script calling
-`runner.run()` needs the usual `if __name__ == "__main__":` guard, and `exec`
+`run()` needs the usual `if __name__ == "__main__":` guard, and `exec`
 modules must be importable in a fresh interpreter. A worker never outlives its
 parent: it asks the kernel for SIGKILL at the parent's death (Linux) and a
 watchdog thread exits it within PARENT_POLL seconds once its parent is gone.
@@ -25,6 +25,7 @@ from typing import Any
 
 from chaospika.loadengine.executors import Outcome, Segment
 from chaospika.loadengine.limits import rss_mb
+from chaospika.loadengine.metrics import Registry
 from chaospika.loadengine.progress import ProgressMeter, Totals
 from chaospika.loadengine.runner import (
     STOP_POLL,
@@ -56,13 +57,14 @@ _PR_SET_PDEATHSIG = 1
 
 def run_processes(
     load: LoadSpec,
+    registry: Registry,
     max_duration: float | None,
     on_progress: ProgressCallback | None,
     stop_event: Any,
 ) -> LoadResult:
-    """Spawn `load.processes` workers, merge their metrics, return one result."""
+    """Spawn `load.processes` workers, merge their metrics into `registry`."""
     return _Coordinator(
-        load, run_deadline(load, max_duration), on_progress, stop_event
+        load, registry, run_deadline(load, max_duration), on_progress, stop_event
     ).run()
 
 
@@ -84,12 +86,13 @@ class _Coordinator:
     def __init__(
         self,
         load: LoadSpec,
+        registry: Registry,
         deadline: float,
         on_progress: ProgressCallback | None,
         stop_event: Any,
     ) -> None:
         self.load = load
-        self.registry = load.registry
+        self.registry = registry
         self.deadline = deadline
         self.on_progress = on_progress
         self.stop_event = stop_event
@@ -275,6 +278,7 @@ class _Coordinator:
         self.registry.tick(duration)
         return load_result(
             self.load,
+            self.registry,
             duration,
             captures,
             {name: outcome.to_dict() for name, outcome in outcomes.items()},
@@ -308,13 +312,15 @@ def worker_main(
         die_with_parent(parent)
     try:
         load = parse_spec(raw)
+        registry = load.new_registry()  # its deltas go to the parent's registry
         sender.send(("ready", index))
         if not go.wait(WORKER_START_TIMEOUT + WORKER_EXIT_TIMEOUT) or stop.is_set():
-            sender.send(("done", index, _empty_final(load)))
+            sender.send(("done", index, _empty_final(registry)))
             return
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             segment = Segment(index, count)
-            final = runner.run(_work(load, segment, sender, stop, deadline))
+            work = _work(load, registry, segment, sender, stop, deadline)
+            final = runner.run(work)
         sender.send(("done", index, final))
     except BaseException:  # noqa: BLE001 - the parent reports it
         sender.send(("error", index, traceback.format_exc()))
@@ -345,9 +351,9 @@ def _watch_parent(parent: int) -> None:
     os._exit(EXIT_ORPHANED)  # no one is left to read the results
 
 
-def _empty_final(load: LoadSpec) -> dict:
+def _empty_final(registry: Registry) -> dict:
     return {
-        "delta": load.registry.snapshot(reset=True),
+        "delta": registry.snapshot(reset=True),
         "totals": Totals(),
         "errors": 0,
         "captures": {},
@@ -357,10 +363,14 @@ def _empty_final(load: LoadSpec) -> dict:
 
 
 async def _work(
-    load: LoadSpec, segment: Segment, sender: Any, stop: Any, deadline: float
+    load: LoadSpec,
+    registry: Registry,
+    segment: Segment,
+    sender: Any,
+    stop: Any,
+    deadline: float,
 ) -> dict:
-    local = LocalRun(load, segment, deadline, external_stop=stop.is_set)
-    registry = load.registry
+    local = LocalRun(load, registry, segment, deadline, external_stop=stop.is_set)
 
     def totals() -> Totals:
         state = local.state

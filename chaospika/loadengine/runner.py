@@ -1,7 +1,8 @@
-"""Run a load spec: its scenarios on one event loop, or spread over worker processes.
+"""Run a load spec in this process: its scenarios on the running event loop.
 
-`run(spec)` is the blocking entry point (its own event loop, uvloop when
-installed); `run_async(spec)` runs on the caller's loop. Every run is bounded:
+`LocalRun` runs this process's stripe of every scenario and `run_here` the
+whole spec (launch.py chooses it, or the worker processes of processes.py,
+which use `LocalRun` too). Every run is bounded:
 by its scenarios' durations plus gracefulStop, by `max_duration`, and by
 `stop_event` (anything with `is_set()`, checked every 20 ms). Every 50 ms the
 recorded values are folded into the metrics in short slices, so that no single
@@ -9,15 +10,13 @@ fold holds the event loop for long. Once a second the
 runner records the vus/vus_max gauges (as k6: only then, so a run shorter than a
 second has none, and the last value is the last running count), ticks the
 registry and reports progress; every 2 s (k6's period) it evaluates abortOnFail
-thresholds. `processes: N` runs go to
-processes.py (spawned workers, so a script calling `run()` needs the usual
-`if __name__ == "__main__":` guard).
+thresholds.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,6 @@ from chaospika.loadengine.cancel import cancel_all
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.executors import ExecutionState, Outcome, Segment
 from chaospika.loadengine.executors.base import WHOLE
-from chaospika.loadengine.lifecycle import StopFlag, active_run
 from chaospika.loadengine.limits import ConnectionBudget, rss_mb, use_budget
 from chaospika.loadengine.metrics import FOLD_SLICE, Registry
 from chaospika.loadengine.progress import (
@@ -36,11 +34,11 @@ from chaospika.loadengine.progress import (
     Totals,
     lag_warning,
 )
-from chaospika.loadengine.scenario import LoadSpec, Scenario, parse_spec
+from chaospika.loadengine.scenario import LoadSpec, Scenario
 from chaospika.loadengine.thresholds import thresholds_passed
 from chaospika.loadengine.vu import capture_warnings
 
-__all__ = ["AbortClock", "LoadResult", "run", "run_async"]
+__all__ = ["AbortClock", "LoadResult", "LocalRun", "run_deadline", "run_here"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -95,73 +93,7 @@ class LoadResult:
         }
 
 
-# -- entry points ----------------------------------------------------------------
-
-
-def run(
-    spec: Mapping | LoadSpec,
-    *,
-    max_duration: float | None = None,
-    on_progress: ProgressCallback | None = None,
-    stop_event: Any = None,
-) -> LoadResult:
-    """Run `spec` to its end on a new event loop; blocks (call from a thread)."""
-    load = fresh_spec(spec)
-    with active_run() as flag:
-        stop = either(flag, stop_event)
-        if load.processes > 1:
-            from chaospika.loadengine.processes import (
-                run_processes,  # imports this module
-            )
-
-            return run_processes(load, max_duration, on_progress, stop)
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(_run_here(load, max_duration, on_progress, stop))
-
-
-async def run_async(
-    spec: Mapping | LoadSpec,
-    *,
-    max_duration: float | None = None,
-    on_progress: ProgressCallback | None = None,
-    stop_event: Any = None,
-) -> LoadResult:
-    """Run `spec` on the running loop (processes > 1: workers, awaited in a thread)."""
-    load = fresh_spec(spec)
-    with active_run() as flag:
-        stop = either(flag, stop_event)
-        if load.processes > 1:
-            from chaospika.loadengine.processes import (
-                run_processes,  # imports this module
-            )
-
-            return await asyncio.to_thread(
-                run_processes, load, max_duration, on_progress, stop
-            )
-        return await _run_here(load, max_duration, on_progress, stop)
-
-
-class _Either:
-    """Set when any of its flags is set (`stop_all()` or the caller's stop_event)."""
-
-    def __init__(self, *flags: Any) -> None:
-        self.flags = flags
-
-    def is_set(self) -> bool:
-        return any(flag.is_set() for flag in self.flags)
-
-
-def either(flag: StopFlag, stop_event: Any) -> Any:
-    """The stop condition of a run: its lifecycle flag or the caller's event."""
-    return flag if stop_event is None else _Either(flag, stop_event)
-
-
-def fresh_spec(spec: Mapping | LoadSpec) -> LoadSpec:
-    """A LoadSpec whose registry has not been used by a previous run."""
-    if not isinstance(spec, LoadSpec) or spec.used:
-        spec = parse_spec(spec.raw if isinstance(spec, LoadSpec) else spec)
-    spec.used = True
-    return spec
+# -- helpers shared with processes.py and k6 ---------------------------------------
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -194,6 +126,7 @@ class LocalRun:
     def __init__(
         self,
         load: LoadSpec,
+        registry: Registry,
         segment: Segment = WHOLE,
         deadline: float = float("inf"),
         external_stop: Callable[[], bool] | None = None,
@@ -203,7 +136,7 @@ class LocalRun:
         self.max_memory_mb = max_memory_mb
         limits = load.limits
         self.budget = ConnectionBudget(segment.share(limits.max_connections) or 1)
-        self.registry = load.registry
+        self.registry = registry
         self.segment = segment
         self.deadline = deadline
         self.external_stop = external_stop
@@ -445,20 +378,22 @@ def progress_totals(
     )
 
 
-async def _run_here(
+async def run_here(
     load: LoadSpec,
+    registry: Registry,
     max_duration: float | None,
     on_progress: ProgressCallback | None,
     stop_event: Any,
 ) -> LoadResult:
+    """Run `load` on the running loop, recording into `registry`."""
     local = LocalRun(
         load,
+        registry,
         deadline=run_deadline(load, max_duration),
         external_stop=stop_event.is_set if stop_event is not None else None,
         max_memory_mb=load.limits.max_memory_mb,
     )
     meter = ProgressMeter()
-    registry = load.registry
     judged = AbortClock()
 
     def on_second(elapsed: float) -> None:
@@ -488,6 +423,7 @@ async def _run_here(
     outcomes = {name: outcome.to_dict() for name, outcome in local.outcomes.items()}
     return load_result(
         load,
+        registry,
         local.duration,
         local.captures,
         outcomes,
@@ -498,13 +434,13 @@ async def _run_here(
 
 def load_result(
     load: LoadSpec,
+    registry: Registry,
     duration: float,
     captures: dict,
     outcomes: dict,
     stopped_by: str | None,
     warnings: list[str],
 ) -> LoadResult:
-    registry = load.registry
     if registry.stats("iterations")["count"]:
         for name in ("data_sent", "data_received"):  # k6 records them per iteration
             if registry.metric(name).empty:

@@ -2,7 +2,8 @@
 
 Every bad field raises `ScenarioError` naming its dotted path, e.g.
 `scenarios.orders.rate`. Steps are compiled by `steps.compile_steps`, thresholds
-parsed by `thresholds.parse_thresholds`, both against the spec's registry.
+parsed by `thresholds.parse_thresholds`. A LoadSpec holds no metrics: each run
+records into its own registry, made by `LoadSpec.new_registry()`.
 """
 
 import copy
@@ -14,21 +15,23 @@ from typing import Any
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.executors import EXECUTORS, Executor, ScenarioConfig
 from chaospika.loadengine.executors.base import IterationFn
-from chaospika.loadengine.executors.options import (
-    option_duration,
-    option_int,
-    reject_unknown,
-)
 from chaospika.loadengine.http1 import USER_AGENT
 from chaospika.loadengine.limits import Limits, check_vus, parse_limits
 from chaospika.loadengine.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
 from chaospika.loadengine.shortcuts import expand
 from chaospika.loadengine.template import scenario_env
 from chaospika.loadengine.thresholds import ThresholdSet, parse_thresholds
+from chaospika.loadengine.validate import (
+    option_duration,
+    option_int,
+    reject_unknown,
+    require_bool,
+)
 
 __all__ = [
     "LoadSpec",
     "Scenario",
+    "as_spec",
     "define_metrics",
     "parse_spec",
 ]
@@ -80,11 +83,11 @@ class Scenario:
 
 @dataclass
 class LoadSpec:
-    """A checked load spec, ready for `runner.run`. One registry per LoadSpec."""
+    """A checked load spec, ready to run (as often as wished: each run has its registry)."""
 
     scenarios: dict[str, Scenario]
-    registry: Registry
     thresholds: ThresholdSet
+    metrics: dict[str, tuple[str, bool]] = field(default_factory=dict)  # custom ones
     tags: dict[str, str] = field(default_factory=dict)
     processes: int = 1
     engine: str = "pika"
@@ -98,26 +101,35 @@ class LoadSpec:
     setup: IterationFn | None = None  # k6's setup(): its captures reach every VU
     teardown: IterationFn | None = None  # k6's teardown(data), after the scenarios
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
-    used: bool = field(default=False, repr=False)  # set by the runner: one run each
 
     def max_duration(self) -> float:
         """Longest possible run: max over scenarios of startTime + run + gracefulStop."""
         return max(scenario.max_duration() for scenario in self.scenarios.values())
 
+    def new_registry(self) -> Registry:
+        """An empty registry for one run: built-in, custom and threshold sub-metrics."""
+        registry = Registry()
+        for name, (kind, is_time) in self.metrics.items():
+            registry.define(name, kind, is_time=is_time)
+        for threshold in self.thresholds:  # tracked from the start, in spec order
+            registry.metric(threshold.metric, "thresholds")
+        return registry
 
-def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> LoadSpec:
-    """Check `spec` and compile its scenarios; `registry` defaults to a new one.
 
-    Pass a registry to use custom metrics: define them in it first.
-    """
+def as_spec(spec: Mapping[str, Any] | LoadSpec) -> LoadSpec:
+    """`spec` itself if already checked, else `parse_spec(spec)`."""
+    return spec if isinstance(spec, LoadSpec) else parse_spec(spec)
+
+
+def parse_spec(spec: Mapping[str, Any]) -> LoadSpec:
+    """Check `spec` and compile its scenarios (custom metrics: its "metrics")."""
     if not isinstance(spec, Mapping):
         raise ScenarioError(
             "spec", f"expected a JSON object, got {type(spec).__name__}"
         )
     spec = expand(spec)  # k6's top-level vus/duration/iterations/stages
     reject_unknown("", spec, TOP_LEVEL_KEYS)
-    if registry is None:
-        registry = Registry()
+    registry = Registry()  # for the checks only: a run makes its own
     tags = _tags("tags", spec.get("tags", {}))
     processes = _processes(spec)
     engine = _engine(spec)
@@ -131,16 +143,16 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
     max_redirects = (
         option_int("", dict(spec), "maxRedirects") if "maxRedirects" in spec else None
     )
-    define_metrics(spec.get("metrics", {}), registry)
+    metrics = define_metrics(spec.get("metrics", {}), registry)
     limits = parse_limits(spec.get("limits"))
     user_agent = spec.get("userAgent", USER_AGENT)
     if not isinstance(user_agent, str) or "\r" in user_agent or "\n" in user_agent:
         raise ScenarioError(
             "userAgent", f"expected a one-line string, got {user_agent!r}"
         )
-    scenarios = _scenarios(spec, tags, registry, user_agent)
+    scenarios = _scenarios(spec, tags, user_agent)
     hooks = {
-        key: _iteration(key, key, _hook(key, spec[key]), registry, user_agent)
+        key: _iteration(key, key, _hook(key, spec[key]), user_agent)
         for key in ("setup", "teardown")
         if key in spec
     }
@@ -150,8 +162,8 @@ def parse_spec(spec: Mapping[str, Any], registry: Registry | None = None) -> Loa
     thresholds = parse_thresholds(spec.get("thresholds", {}), registry)
     return LoadSpec(
         scenarios=scenarios,
-        registry=registry,
         thresholds=thresholds,
+        metrics=metrics,
         tags=tags,
         processes=processes,
         engine=engine,
@@ -174,23 +186,25 @@ def _hook(key: str, raw: Any) -> dict[str, Any]:
     return dict(raw)
 
 
-def define_metrics(declared: Any, registry: Registry) -> None:
+def define_metrics(declared: Any, registry: Registry) -> dict[str, tuple[str, bool]]:
     """Define the spec's custom metrics: {"name": "counter"} or {"name": {"type":
-    "trend", "isTime": true}}, so thresholds and `exec` functions can use them."""
+    "trend", "isTime": true}}, so thresholds and `exec` functions can use them.
+
+    Returns {name: (kind, is_time)}, what `LoadSpec.new_registry` defines again.
+    """
     if not isinstance(declared, Mapping):
         raise ScenarioError("metrics", f"expected an object, got {declared!r}")
+    metrics: dict[str, tuple[str, bool]] = {}
     for name, kind in declared.items():
         field = f"metrics.{name}"
         is_time = False
         if isinstance(kind, Mapping):
             reject_unknown(field, kind, ("type", "isTime"))
-            is_time = kind.get("isTime", False)
-            if not isinstance(is_time, bool):
-                raise ScenarioError(
-                    f"{field}.isTime", f"expected a boolean, got {is_time!r}"
-                )
+            is_time = require_bool(f"{field}.isTime", kind.get("isTime", False))
             kind = kind.get("type")
         registry.define(name, kind, is_time=is_time, field="metrics")
+        metrics[name] = (kind, is_time)
+    return metrics
 
 
 def _tags(where: str, value: Any) -> dict[str, str]:
@@ -235,7 +249,7 @@ def _trend_stats(spec: Mapping[str, Any]) -> list[str]:
 
 
 def _scenarios(
-    spec: Mapping[str, Any], tags: dict[str, str], registry: Any, user_agent: str
+    spec: Mapping[str, Any], tags: dict[str, str], user_agent: str
 ) -> dict[str, Scenario]:
     raw = spec.get("scenarios")
     if raw is None:
@@ -245,14 +259,12 @@ def _scenarios(
             "scenarios", f"expected an object of scenarios, got {raw!r}"
         )
     return {
-        name: _scenario(name, options, tags, registry, user_agent)
+        name: _scenario(name, options, tags, user_agent)
         for name, options in raw.items()
     }
 
 
-def _scenario(
-    name: Any, raw: Any, tags: dict[str, str], registry: Any, user_agent: str
-) -> Scenario:
+def _scenario(name: Any, raw: Any, tags: dict[str, str], user_agent: str) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ScenarioError(
@@ -283,12 +295,12 @@ def _scenario(
     )
     env = _tags(f"{where}.env", raw.get("env", {}))  # k6: strings, like tags
     with scenario_env(env):
-        iteration = _iteration(where, name, raw, registry, user_agent)
+        iteration = _iteration(where, name, raw, user_agent)
     return Scenario(config, executor, iteration)
 
 
 def _iteration(
-    where: str, name: str, raw: dict[str, Any], registry: Any, user_agent: str
+    where: str, name: str, raw: dict[str, Any], user_agent: str
 ) -> IterationFn:
     if ("steps" in raw) == ("exec" in raw):
         raise ScenarioError(
@@ -303,6 +315,4 @@ def _iteration(
         raise ScenarioError(
             f"{where}.steps", f"expected a non-empty list, got {steps!r}"
         )
-    return compile_steps(
-        f"{where}.steps", steps, scenario=name, registry=registry, user_agent=user_agent
-    )
+    return compile_steps(f"{where}.steps", steps, scenario=name, user_agent=user_agent)

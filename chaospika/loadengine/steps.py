@@ -44,6 +44,13 @@ from chaospika.loadengine.template import (
     resolve_static,
 )
 from chaospika.loadengine.units import parse_duration
+from chaospika.loadengine.validate import (
+    reject_unknown,
+    require_bool,
+    require_int,
+    require_mapping,
+    require_text,
+)
 from chaospika.loadengine.vu import VU, http_tags, record_http, record_response
 from chaospika.loadengine.ws_plan import WsPlan, run_ws_plan
 
@@ -90,35 +97,9 @@ class _Context:
 # -- small validators -------------------------------------------------------------
 
 
-def _mapping(field: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ScenarioError(field, f"expected an object, got {value!r}")
-    return value
-
-
-def _only_keys(field: str, spec: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    for key in spec:
-        if key not in allowed:
-            raise ScenarioError(
-                f"{field}.{key}", f"unknown key (expected one of {', '.join(allowed)})"
-            )
-
-
-def _text(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ScenarioError(field, f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _count(field: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScenarioError(field, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _static_text(field: str, value: Any, scenario: str) -> str:
     """A string that may use {{env.X}}/{{scenario}} but no per-iteration template."""
-    template = compile_text(field, _text(field, value), scenario)
+    template = compile_text(field, require_text(field, value), scenario)
     if not template.static:
         raise ScenarioError(field, "must not use per-iteration templates here")
     return template.value
@@ -127,7 +108,7 @@ def _static_text(field: str, value: Any, scenario: str) -> str:
 def _string_map(field: str, value: Any) -> dict[str, str]:
     """An object of names to strings (numbers accepted and converted)."""
     result = {}
-    for key, item in _mapping(field, value).items():
+    for key, item in require_mapping(field, value).items():
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ScenarioError(f"{field}.{key}", f"expected a string, got {item!r}")
         result[str(key)] = str(item)
@@ -204,7 +185,7 @@ Check = Callable[[VU, Response], None]
 
 def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
     """One check -> run(vu, response); it records to `checks` only (as in k6)."""
-    spec = _mapping(field, spec)
+    spec = require_mapping(field, spec)
     kinds = [k for k in ("status", "jsonpath", "body_contains") if k in spec]
     if len(kinds) != 1:
         raise ScenarioError(
@@ -213,7 +194,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
     kind = kinds[0]
     group = ctx.group or None
     if kind == "status":
-        _only_keys(field, spec, ("status", "name"))
+        reject_unknown(field, spec, ("status", "name"))
         raw = spec["status"]
         values = raw if isinstance(raw, list) else [raw]
         if not values or any(
@@ -235,10 +216,10 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
 
         return status_check
     if kind == "body_contains":
-        _only_keys(field, spec, ("body_contains", "name"))
+        reject_unknown(field, spec, ("body_contains", "name"))
         needle = compile_text(
             f"{field}.body_contains",
-            _text(f"{field}.body_contains", spec["body_contains"]),
+            require_text(f"{field}.body_contains", spec["body_contains"]),
             ctx.scenario,
         )
         name = _check_name(field, spec, f"body contains {needle.source!r}")
@@ -248,7 +229,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
             vu.check(name, text.encode() in response.body, group)
 
         return body_check
-    _only_keys(field, spec, ("jsonpath", "exists", "equals", "name"))
+    reject_unknown(field, spec, ("jsonpath", "exists", "equals", "name"))
     keys = compile_jsonpath(f"{field}.jsonpath", spec["jsonpath"])
     path = spec["jsonpath"]
     if ("exists" in spec) == ("equals" in spec):
@@ -256,11 +237,7 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
             field, "a jsonpath check needs exactly one of exists, equals"
         )
     if "exists" in spec:
-        wanted = spec["exists"]
-        if not isinstance(wanted, bool):
-            raise ScenarioError(
-                f"{field}.exists", f"expected true or false, got {wanted!r}"
-            )
+        wanted = require_bool(f"{field}.exists", spec["exists"])
         name = _check_name(field, spec, f"{path} {'exists' if wanted else 'is absent'}")
 
         def exists_check(vu: VU, response: Response) -> None:
@@ -279,17 +256,17 @@ def _compile_check(field: str, spec: Any, ctx: _Context) -> Check:
 
 
 def _check_name(field: str, spec: dict[str, Any], default: str) -> str:
-    return _text(f"{field}.name", spec["name"]) if "name" in spec else default
+    return require_text(f"{field}.name", spec["name"]) if "name" in spec else default
 
 
 def _compile_capture(field: str, spec: Any) -> Callable[[VU, Response], None]:
-    spec = _mapping(field, spec)
-    _only_keys(field, spec, ("name", "jsonpath", "header"))
-    name = _text(f"{field}.name", spec.get("name"))
+    spec = require_mapping(field, spec)
+    reject_unknown(field, spec, ("name", "jsonpath", "header"))
+    name = require_text(f"{field}.name", spec.get("name"))
     if ("jsonpath" in spec) == ("header" in spec):
         raise ScenarioError(field, "a capture needs exactly one of jsonpath, header")
     if "header" in spec:
-        header = _text(f"{field}.header", spec["header"]).lower()
+        header = require_text(f"{field}.header", spec["header"]).lower()
 
         def capture_header(vu: VU, response: Response) -> None:
             value = response.headers.get(header)
@@ -320,9 +297,9 @@ class _RequestStep:
     """A compiled request: pre-encoded bytes or a renderer of only the dynamic parts."""
 
     def __init__(self, field: str, step: dict[str, Any], ctx: _Context) -> None:
-        spec = _mapping(f"{field}.request", step["request"])
+        spec = require_mapping(f"{field}.request", step["request"])
         where = f"{field}.request"
-        _only_keys(
+        reject_unknown(
             where,
             spec,
             (
@@ -347,14 +324,16 @@ class _RequestStep:
         self.method = method = method.upper()
         self.head_only = method == "HEAD"
         url = resolve_static(
-            f"{where}.url", _text(f"{where}.url", spec.get("url")).strip(), ctx.scenario
+            f"{where}.url",
+            require_text(f"{where}.url", spec.get("url")).strip(),
+            ctx.scenario,
         )
         self.origin, target, prefix = _split_url(f"{where}.url", url, ctx.scenario)
         self.timeout = parse_duration(
             f"{where}.timeout", spec.get("timeout", DEFAULT_TIMEOUT), allow_zero=False
         )
         self.redirects: int | None = (  # None: the spec's maxRedirects
-            _count(f"{where}.redirects", spec["redirects"], 0)
+            require_int(f"{where}.redirects", spec["redirects"], 0)
             if "redirects" in spec
             else None
         )
@@ -617,7 +596,7 @@ def _expected(field: str, value: Any) -> frozenset:
     items = _list(field, value)
     for i, item in enumerate(items):
         if isinstance(item, dict):
-            _only_keys(f"{field}[{i}]", item, ("min", "max"))
+            reject_unknown(f"{field}[{i}]", item, ("min", "max"))
             low, high = item.get("min"), item.get("max")
             if not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in (low, high)
@@ -646,7 +625,7 @@ def _expected(field: str, value: Any) -> frozenset:
 def _compile_think(field: str, value: Any) -> Runner:
     where = f"{field}.think"
     if isinstance(value, dict):
-        _only_keys(where, value, ("min", "max"))
+        reject_unknown(where, value, ("min", "max"))
         if "min" not in value or "max" not in value:
             raise ScenarioError(where, 'expected {"min": duration, "max": duration}')
         low = parse_duration(f"{where}.min", value["min"])
@@ -674,8 +653,8 @@ def _compile_message(field: str, value: Any, scenario: str) -> Template:
 
 def _compile_ws(field: str, value: Any, ctx: _Context) -> Runner:
     where = f"{field}.ws"
-    spec = _mapping(where, value)
-    _only_keys(
+    spec = require_mapping(where, value)
+    reject_unknown(
         where,
         spec,
         (
@@ -692,7 +671,9 @@ def _compile_ws(field: str, value: Any, ctx: _Context) -> Runner:
         ),
     )
     url = resolve_static(
-        f"{where}.url", _text(f"{where}.url", spec.get("url")).strip(), ctx.scenario
+        f"{where}.url",
+        require_text(f"{where}.url", spec.get("url")).strip(),
+        ctx.scenario,
     )
     if not re.match(r"wss?://[^/?#]", url):
         raise ScenarioError(
@@ -708,30 +689,32 @@ def _compile_ws(field: str, value: Any, ctx: _Context) -> Runner:
         if "join" in spec
         else None,
         hold=parse_duration(f"{where}.hold", spec.get("hold", 0)),
-        reconnects=_count(f"{where}.reconnects", spec.get("reconnects", 0), 0),
+        reconnects=require_int(f"{where}.reconnects", spec.get("reconnects", 0), 0),
         connect_timeout=parse_duration(
             f"{where}.timeout", spec.get("timeout", "10s"), allow_zero=False
         ),
     )
     if "send" in spec:
-        send = _mapping(f"{where}.send", spec["send"])
-        _only_keys(f"{where}.send", send, ("every", "count", "message"))
+        send = require_mapping(f"{where}.send", spec["send"])
+        reject_unknown(f"{where}.send", send, ("every", "count", "message"))
         if "message" not in send:
             raise ScenarioError(f"{where}.send.message", "is required")
         plan.every = parse_duration(f"{where}.send.every", send.get("every", "1s"))
-        plan.count = _count(f"{where}.send.count", send.get("count", 1), 1)
+        plan.count = require_int(f"{where}.send.count", send.get("count", 1), 1)
         plan.message = _compile_message(
             f"{where}.send.message", send["message"], ctx.scenario
         )
     if "expect" in spec:
-        expect = _mapping(f"{where}.expect", spec["expect"])
-        _only_keys(f"{where}.expect", expect, ("count", "timeout"))
-        plan.expect_count = _count(f"{where}.expect.count", expect.get("count"), 1)
+        expect = require_mapping(f"{where}.expect", spec["expect"])
+        reject_unknown(f"{where}.expect", expect, ("count", "timeout"))
+        plan.expect_count = require_int(f"{where}.expect.count", expect.get("count"), 1)
         plan.expect_timeout = parse_duration(
             f"{where}.expect.timeout", expect.get("timeout", "10s"), allow_zero=False
         )
     if "latency_field" in spec:
-        plan.latency_field = _text(f"{where}.latency_field", spec["latency_field"])
+        plan.latency_field = require_text(
+            f"{where}.latency_field", spec["latency_field"]
+        )
     group = ctx.group or None
 
     async def ws_step(vu: VU) -> None:
@@ -777,7 +760,7 @@ def _record_group(vu: VU, key: tuple[str, str], start: int) -> None:
 
 
 def _compile_step(field: str, step: Any, ctx: _Context) -> Runner:
-    step = _mapping(field, step)
+    step = require_mapping(field, step)
     kinds = [kind for kind in _STEP_KINDS if kind in step]
     if not kinds:
         unknown = [k for k in step if k not in ("checks", "captures", "steps")]
@@ -791,12 +774,12 @@ def _compile_step(field: str, step: Any, ctx: _Context) -> Runner:
         )
     kind = kinds[0]
     if kind == "request":
-        _only_keys(field, step, ("request", "checks", "captures"))
+        reject_unknown(field, step, ("request", "checks", "captures"))
         return _RequestStep(field, step, ctx)
     if kind == "group":
-        _only_keys(field, step, ("group", "steps"))
+        reject_unknown(field, step, ("group", "steps"))
         return _compile_group(field, step, ctx)
-    _only_keys(field, step, (kind,))
+    reject_unknown(field, step, (kind,))
     if kind == "batch":
         return _compile_batch(field, step["batch"], ctx)
     if kind == "think":
@@ -813,10 +796,10 @@ def _compile_batch(field: str, value: Any, ctx: _Context) -> Runner:
     requests = []
     for index, item in enumerate(items):
         where = f"{field}.batch[{index}]"
-        item = _mapping(where, item)
+        item = require_mapping(where, item)
         if "request" not in item:
             raise ScenarioError(where, "a batch holds request steps ({'request': ...})")
-        _only_keys(where, item, ("request", "checks", "captures"))
+        reject_unknown(where, item, ("request", "checks", "captures"))
         requests.append(_RequestStep(where, item, ctx))
 
     async def batch(vu: VU) -> None:
@@ -850,15 +833,13 @@ def compile_steps(
     steps: list[Any],
     *,
     scenario: str,
-    registry: Any = None,
     user_agent: str = USER_AGENT,
 ) -> IterationFn:
     """Validate and compile `steps`; returns `async def iteration(vu)`.
 
     A request error (refused, reset, timeout) is recorded, never raised. A
     template that cannot render (a var not captured yet) ends the iteration
-    with a warning logged once per message. `registry` is accepted for the
-    engine's contract; VUs record through their own `vu.registry`.
+    with a warning logged once per message. VUs record through `vu.registry`.
     """
     runners = _compile_list(field, steps, _Context(scenario, "", user_agent))
     if len(runners) == 1 and getattr(runners[0], "static", False):

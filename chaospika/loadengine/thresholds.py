@@ -25,6 +25,7 @@ from typing import Any
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.metrics import Registry, parse_selector
 from chaospika.loadengine.units import parse_duration
+from chaospika.loadengine.validate import require_bool
 
 __all__ = [
     "OPERATORS",
@@ -226,11 +227,7 @@ def _parse_item(field: str, key: str, kind: str, item: Any) -> Threshold:
                 ", ".join(sorted(_OPTION_KEYS)),
             )
         source, source_field = item.get("threshold"), f"{field}.threshold"
-        abort = item.get("abortOnFail", False)
-        if not isinstance(abort, bool):
-            raise ScenarioError(
-                f"{field}.abortOnFail", f"expected true/false, got {abort!r}"
-            )
+        abort = require_bool(f"{field}.abortOnFail", item.get("abortOnFail", False))
         if item.get("delayAbortEval") is not None:
             delay = parse_duration(
                 f"{field}.delayAbortEval", item["delayAbortEval"], per_second=1000.0

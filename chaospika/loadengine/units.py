@@ -11,7 +11,7 @@ from typing import Any
 
 from chaospika.loadengine.errors import ScenarioError
 
-__all__ = ["OPTION_NUMBERS", "format_duration", "parse_duration"]
+__all__ = ["OPTION_NUMBERS", "parse_duration"]
 
 OPTION_NUMBERS = 1000.0  # per_second of k6 options: their numbers are milliseconds
 
@@ -42,13 +42,3 @@ def parse_duration(
             field, f"duration must be {'>=' if allow_zero else '>'} 0, got {value!r}"
         )
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Render seconds the way k6 prints durations ("1m30s", "250ms")."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    minutes, rest = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return text + (f"{rest:g}s" if rest or not text else "")

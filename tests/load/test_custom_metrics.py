@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
+from chaospika.loadengine import run
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.k6 import translate
-from chaospika.loadengine.runner import run
 from chaospika.loadengine.scenario import parse_spec
 
 EXEC_MODULE = """

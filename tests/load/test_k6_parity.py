@@ -29,12 +29,12 @@ from k6_parity import (
 )
 from k6_reference import TABLE_FILE
 
-from chaospika.loadengine import metrics
+from chaospika.loadengine import LoadRun, metrics, run
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.http1 import USER_AGENT
 from chaospika.loadengine.metrics import HDR_RELATIVE_ERROR, Registry
 from chaospika.loadengine.output import CsvOutput, JsonLinesOutput
-from chaospika.loadengine.runner import AbortClock, run
+from chaospika.loadengine.runner import AbortClock
 from chaospika.loadengine.scenario import parse_spec
 from chaospika.loadengine.thresholds import parse_thresholds
 
@@ -54,12 +54,12 @@ def _normalise(value, base: str):
 def tags_run():
     """Our run of k6's tags script: samples (as k6 JSON lines), export, host."""
     with Server() as server:
-        load = parse_spec(tags_spec(server.url))
+        load = LoadRun(tags_spec(server.url))  # its registry exists before the run
         sink, csv_sink = io.StringIO(), io.StringIO()
         output, csv_output = JsonLinesOutput(sink, {}), CsvOutput(csv_sink)
         output.attach(load.registry)
         csv_output.attach(load.registry)  # two outputs at once, as --out twice
-        result = run(load)
+        result = load.run()
         output.flush()
         csv_output.flush()
         text, csv_text = sink.getvalue(), csv_sink.getvalue()

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from chaospika.load.actions import stop_all_loads
-from chaospika.loadengine import lifecycle
-from chaospika.loadengine.runner import run
+from chaospika.loadengine import lifecycle, run
 
 STOP_BOUND = 5.0  # seconds a stop may take (~50 ms on an idle machine)
 

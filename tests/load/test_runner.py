@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chaospika._ports import free_port
+from chaospika.loadengine import LoadResult, run, run_async
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.runner import LoadResult, planned_vus, run, run_async
+from chaospika.loadengine.runner import planned_vus
 from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(90)

@@ -82,9 +82,7 @@ def stats(registry: Registry, name: str) -> dict:
 
 
 def ws_iteration(registry: Registry, ws: dict):
-    return compile_steps(
-        "scenarios.chat.steps", [{"ws": ws}], scenario="chat", registry=registry
-    )
+    return compile_steps("scenarios.chat.steps", [{"ws": ws}], scenario="chat")
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -21,7 +21,6 @@ __all__ = [
     "Outcome",
     "ScenarioConfig",
     "Segment",
-    "executor_class",
 ]
 
 EXECUTORS: dict[str, type[Executor]] = {
@@ -35,8 +34,3 @@ EXECUTORS: dict[str, type[Executor]] = {
         SharedIterations,
     )
 }
-
-
-def executor_class(name: str) -> type[Executor]:
-    """The executor class registered under `name` (KeyError if there is none)."""
-    return EXECUTORS[name]

@@ -54,10 +54,6 @@ class Segment:
         """How many of the first `total` things belong to this stripe."""
         return max(0, (total - self.index + self.count - 1) // self.count)
 
-    def owns(self, number: int) -> bool:
-        """Whether the `number`-th (0-based) thing belongs to this stripe."""
-        return number % self.count == self.index
-
     def among(self, vus: int) -> "Segment | None":
         """This stripe counted among those that got some of `vus` VUs (None: none).
 
@@ -230,9 +226,6 @@ class Executor:
         vu = self.make_vu()
         self._vus.append(vu)
         return vu
-
-    def _elapsed(self) -> float:
-        return self.clock() - self._t0
 
     async def _sleep_until(self, offset: float) -> None:
         """Sleep until `offset` seconds after this scenario started."""

@@ -7,12 +7,9 @@ from typing import Any
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.executors.arrival import ArrivalRateExecutor
 from chaospika.loadengine.executors.base import ScenarioConfig, Segment, Steps
-from chaospika.loadengine.executors.options import (
-    MIN_DURATION,
-    option_duration,
-    option_int,
-)
+from chaospika.loadengine.executors.options import MIN_DURATION
 from chaospika.loadengine.summary import go_duration
+from chaospika.loadengine.validate import option_duration, option_int
 
 __all__ = [
     "ConstantArrivalRate",

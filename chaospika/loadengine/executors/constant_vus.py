@@ -9,12 +9,9 @@ from chaospika.loadengine.executors.base import (
     Segment,
     Steps,
 )
-from chaospika.loadengine.executors.options import (
-    MIN_DURATION,
-    option_duration,
-    option_int,
-)
+from chaospika.loadengine.executors.options import MIN_DURATION
 from chaospika.loadengine.summary import go_duration
+from chaospika.loadengine.validate import option_duration, option_int
 
 __all__ = ["ConstantVUs", "ConstantVUsOptions"]
 

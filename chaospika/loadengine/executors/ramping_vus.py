@@ -20,14 +20,9 @@ from chaospika.loadengine.executors.base import (
     Segment,
     Steps,
 )
-from chaospika.loadengine.executors.options import (
-    Stage,
-    option_duration,
-    option_int,
-    option_stages,
-    stages_end,
-)
+from chaospika.loadengine.executors.options import Stage, option_stages, stages_end
 from chaospika.loadengine.summary import go_duration
+from chaospika.loadengine.validate import option_duration, option_int
 
 __all__ = ["RampingVUs", "RampingVUsOptions", "graceful_steps", "raw_steps"]
 

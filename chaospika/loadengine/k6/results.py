@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.k6.prelude import CAPTURE_PREFIX, WARNING_PREFIX
-from chaospika.loadengine.metrics import parse_selector
+from chaospika.loadengine.metrics import Registry, parse_selector
 from chaospika.loadengine.scenario import LoadSpec
 
 __all__ = ["json_lines", "read_console", "run_duration", "tail", "verdicts"]
@@ -35,7 +35,7 @@ def read_console(path: Path, scenarios: Iterable[str]) -> tuple[dict, list[str]]
 
 
 def verdicts(
-    load: LoadSpec, export: dict, duration: float
+    load: LoadSpec, registry: Registry, export: dict, duration: float
 ) -> tuple[dict[str, dict[str, bool]], list[str]]:
     """{metric: {expression: passed}} from k6's export (it maps to *failed*)."""
     metrics = export.get("metrics", {})
@@ -55,7 +55,7 @@ def verdicts(
         if threshold.source in marks:
             passed = not marks[threshold.source]
         else:
-            passed = threshold.evaluate(load.registry, duration)
+            passed = threshold.evaluate(registry, duration)
             if threshold.metric not in missing:
                 missing.append(threshold.metric)
         result.setdefault(threshold.metric, {})[threshold.source] = passed

@@ -42,17 +42,17 @@ from chaospika.loadengine.k6.results import (
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script, reject_exec, translate
+from chaospika.loadengine.metrics import Registry
 from chaospika.loadengine.progress import ProgressMeter
 from chaospika.loadengine.runner import (
     LoadResult,
     ProgressCallback,
     dropped_warnings,
-    fresh_spec,
     progress_totals,
     run_deadline,
     scenarios_info,
 )
-from chaospika.loadengine.scenario import LoadSpec
+from chaospika.loadengine.scenario import LoadSpec, as_spec
 from chaospika.loadengine.thresholds import thresholds_passed
 
 __all__ = ["BINARY_ENV", "K6Error", "find_k6", "run_k6"]
@@ -104,17 +104,22 @@ def run_k6(
     max_duration: float | None = None,
     stop_event: Any = None,
     on_progress: ProgressCallback | None = None,
+    registry: Registry | None = None,
 ) -> LoadResult:
-    """Run `spec` on k6 to its end (blocks); the result has the pika engine's shape."""
+    """Run `spec` on k6 to its end (blocks); the result has the pika engine's shape.
+
+    k6's samples go to `registry` (default: a new one from the spec).
+    """
     reject_exec(spec.raw if isinstance(spec, LoadSpec) else spec)
-    load = fresh_spec(spec)
+    load = as_spec(spec)
+    if registry is None:
+        registry = load.new_registry()
     script = translate(load)
     deadline = run_deadline(load, max_duration)
     binary = find_k6()
     with tempfile.TemporaryDirectory(prefix="pika-k6-") as folder:
-        return _K6Run(load, script, binary, Path(folder), deadline).run(
-            stop_event, on_progress
-        )
+        k6_run = _K6Run(load, registry, script, binary, Path(folder), deadline)
+        return k6_run.run(stop_event, on_progress)
 
 
 class _K6Run:
@@ -123,12 +128,14 @@ class _K6Run:
     def __init__(
         self,
         load: LoadSpec,
+        registry: Registry,
         script: K6Script,
         binary: str,
         folder: Path,
         deadline: float,
     ) -> None:
         self.load = load
+        self.registry = registry
         self.script = script
         self.binary = binary
         self.folder = folder
@@ -181,7 +188,7 @@ class _K6Run:
         command = self.command()
         fifo = self.folder / "samples.csv"
         os.mkfifo(fifo)
-        feed = SampleFeed(str(fifo), self.load.registry, self.script.tag_names)
+        feed = SampleFeed(str(fifo), self.registry, self.script.tag_names)
         with (
             open(self.folder / "stdout.txt", "wb") as stdout,
             open(self.folder / "stderr.log", "wb") as stderr,
@@ -242,7 +249,7 @@ class _K6Run:
         process.send_signal(signal.SIGINT)
 
     def _second(self, elapsed: float, on_progress: ProgressCallback | None) -> None:
-        registry = self.load.registry
+        registry = self.registry
         registry.tick(elapsed)
         self.last_tick = elapsed
         if on_progress is None:
@@ -273,10 +280,10 @@ class _K6Run:
             raise K6Error(f"k6 failed with exit code {code}:\n{detail}")
         export = json.loads(export_path.read_text())
         duration = run_duration(export) or wall
-        registry = self.load.registry
+        registry = self.registry
         registry.tick(max(duration, self.last_tick))  # series times never go back
         registry.elapsed = duration
-        thresholds, missing = verdicts(self.load, export, duration)
+        thresholds, missing = verdicts(self.load, registry, export, duration)
         passed = thresholds_passed(thresholds) and code != EXIT_THRESHOLDS
         aborted = code == EXIT_ABORTED or any(ABORT_LOG in m for m in messages)
         stopped_by = "threshold" if aborted else self.stopped_by
