@@ -14,12 +14,13 @@ is checked by `parse_spec`, run by `run` / `run_async` or as a stoppable
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.launch import LoadRun, run, run_async
 from chaospika.loadengine.lifecycle import running_loads, stop_all, wait_all
-from chaospika.loadengine.metrics import Registry, parse_selector
 from chaospika.loadengine.output import open_output, parse_out
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import LoadResult, run_deadline
 from chaospika.loadengine.scenario import LoadSpec, parse_spec
 from chaospika.loadengine.shortcuts import override
 from chaospika.loadengine.summary import data as summary_data
+from chaospika.loadengine.tags import parse_selector
 from chaospika.loadengine.thresholds import ThresholdSet, parse_thresholds
 from chaospika.loadengine.units import parse_duration
 from chaospika.loadengine.ws import WsClosed, WsError, WsSession

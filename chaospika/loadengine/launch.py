@@ -21,8 +21,8 @@ from typing import Any
 
 from chaospika.loadengine.k6 import run_k6
 from chaospika.loadengine.lifecycle import StopFlag, active_run
-from chaospika.loadengine.metrics import Registry
 from chaospika.loadengine.processes import run_processes
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
     LoadResult,
     ProgressCallback,

@@ -1,130 +1,50 @@
-"""The metrics registry: k6's metric kinds (counter, gauge, rate, trend), cheap to record.
+"""k6's metric kinds: counter, gauge, rate and trend, cheap to record (k6's metrics).
 
-Hot path: `Registry.add(name, value, tags)` appends `value` to a plain list. The lists
-are folded into each metric's state in slices of at most `FOLD_SLICE` values
-(`Registry.fold_some`, which the runner calls every few tens of milliseconds), and
-completely before any read, so a request costs a few list appends and no fold stalls
-the event loop for long. Sub-metrics (`name{tag:value}`) exist only for selectors that
-thresholds reference, and only metrics that have them look at the tags.
-
-Sums add values one by one in the order recorded, as k6 does (100 x 0.1 is
-9.99999999999998, not 10): a counter's count and a trend's avg equal k6's bit for bit.
-Trends keep their values exactly (k6's percentiles, bit for bit) up to `EXACT_LIMIT`
-values (8 bytes each; 50,000 is about 50 ms of work to leave, once per trend), then
-move to HDR histograms: values recorded in thousandths of
-the metric's unit (microseconds for time metrics) with 3 significant digits, up to 24
-hours. Past EXACT_LIMIT a percentile is read at the centre of its bucket, so it is
-within `HDR_RELATIVE_ERROR` of k6's (relative), plus half a thousandth of the unit.
-`snapshot()` / `merge()` combine registries of several processes exactly: merged counts,
-sums, minima, maxima and histogram buckets equal those of one registry that saw
-everything.
+Each `Metric` takes values on a plain list (`append`) and folds them into its
+state in slices (`fold`); `stats()` gives k6's values, `state()` / `merge_state()`
+carry them between processes, `interval_point()` one second of the time series.
+Trend percentiles and in-order sums are in percentiles.py, selectors and tags in
+tags.py, the registry that holds every metric of a run in registry.py.
 """
 
 import math
-import operator
 import re
 from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from functools import reduce
-from itertools import accumulate, compress
-from typing import Any
+from itertools import accumulate
 
 from hdrh.histogram import HdrHistogram
 
 from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.percentiles import (
+    EXACT_LIMIT,
+    SCALE,
+    _finite,
+    _hdr_buckets,
+    _hdr_record,
+    _interpolate,
+    _new_hdr,
+    _quantize,
+    _units,
+    in_order_sum,
+)
 
 __all__ = [
-    "BUILTIN_METRICS",
-    "BUILTIN_SUBMETRICS",
     "DEFAULT_TREND_STATS",
-    "EXACT_LIMIT",
-    "FOLD_SLICE",
-    "HDR_DIGITS",
-    "HDR_HIGHEST",
-    "HDR_RELATIVE_ERROR",
     "KINDS",
+    "CounterMetric",
+    "GaugeMetric",
     "Metric",
-    "Registry",
-    "canonical_selector",
-    "hdr_index",
-    "parse_selector",
+    "RateMetric",
+    "TrendMetric",
     "trend_stat",
 ]
 
 KINDS = ("counter", "gauge", "rate", "trend")
 DEFAULT_TREND_STATS = ("avg", "min", "med", "max", "p(90)", "p(95)")
-EXACT_LIMIT = 50_000  # trends keep raw values (exact k6 percentiles) up to this count
-HDR_RELATIVE_ERROR = 2**-11  # half a bucket of a 3-digit HDR histogram (0.049 %)
-SCALE = 1000.0  # HDR units per metric unit: microseconds for millisecond trends
-HDR_HIGHEST = 86_400_000_000  # 24 hours in microseconds
-HDR_DIGITS = 3
-FOLD_SLICE = 4096  # values one `Registry.fold_some` call folds at most (a few ms)
-
-_COUNTERS = (
-    "http_reqs iterations dropped_iterations ws_msgs_sent ws_msgs_received ws_sessions"
-)
-_TIME_TRENDS = (
-    "http_req_duration http_req_blocked http_req_connecting http_req_tls_handshaking "
-    "http_req_sending http_req_waiting http_req_receiving iteration_duration "
-    "group_duration ws_connecting ws_session_duration ws_ping ws_msg_latency"
-)
-BUILTIN_METRICS: dict[str, tuple[str, str]] = {
-    **{name: ("counter", "default") for name in _COUNTERS.split()},
-    "data_sent": ("counter", "data"),
-    "data_received": ("counter", "data"),
-    "vus": ("gauge", "default"),
-    "vus_max": ("gauge", "default"),
-    "http_req_failed": ("rate", "default"),
-    "checks": ("rate", "default"),
-    **{name: ("trend", "time") for name in _TIME_TRENDS.split()},
-}
-BUILTIN_SUBMETRICS = ("http_req_duration{expected_response:true}",)
-
-_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{1,128}")
 _PERCENTILE = re.compile(r"p\((\d+(?:\.\d+)?)\)")
-
-
-def parse_selector(
-    field: str, selector: str
-) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """Split `name{k:v,...}` into the name and its tag pairs (k6's parsing rules)."""
-    if not isinstance(selector, str) or not selector.strip():
-        raise ScenarioError(field, f"expected a metric name, got {selector!r}")
-    opening, closing = selector.find("{"), selector.rfind("}")
-    if opening == -1 and closing == -1:
-        return selector, ()
-    if opening == -1 or closing < opening or closing != len(selector) - 1:
-        raise ScenarioError(field, f"malformed metric selector {selector!r}")
-    pairs = []
-    for part in selector[opening + 1 : closing].split(","):
-        key, sep, value = part.partition(":")
-        if not sep or not value:
-            raise ScenarioError(
-                field,
-                f"malformed tag {part.strip()!r} in {selector!r} (expected key:value)",
-            )
-        pairs.append((key.strip().strip("\"'"), value.strip().strip("\"'")))
-    return selector[:opening], tuple(pairs)
-
-
-def canonical_selector(selector: str) -> str:
-    """k6's name of a sub-metric: spaces inside the braces' ends trimmed, no more.
-
-    `http_reqs{ name : "login" }` is `http_reqs{name : "login"}`, as k6 1.1.0 writes it.
-    """
-    opening = selector.find("{")
-    if opening < 0 or not selector.endswith("}"):
-        return selector
-    return selector[: opening + 1] + selector[opening + 1 : -1].strip() + "}"
-
-
-def _tag_text(value: Any) -> str:
-    """A tag value as k6 sees it: a string (booleans lower-case)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _ieee_div(numerator: float, denominator: float) -> float:
@@ -362,104 +282,6 @@ class RateMetric(Metric):
         return point
 
 
-def _new_hdr() -> HdrHistogram:
-    return HdrHistogram(1, HDR_HIGHEST, HDR_DIGITS)
-
-
-_REFERENCE = _new_hdr()
-_MASK = _REFERENCE.sub_bucket_mask
-_HALF_MAGNITUDE = _REFERENCE.sub_bucket_half_count_magnitude
-_HALF = _REFERENCE.sub_bucket_half_count
-_LINEAR = _REFERENCE.sub_bucket_count  # below it, a value's index is the value
-
-
-def hdr_index(units: int) -> int:
-    """Counts-array index of a non-negative integer value (hdrh's layout)."""
-    bucket = (units | _MASK).bit_length() - _HALF_MAGNITUDE - 1
-    return ((bucket + 1) << _HALF_MAGNITUDE) + (units >> bucket) - _HALF
-
-
-def _bucket_center(index: int) -> float:
-    """Middle of the integer values that share counts-array slot `index`."""
-    bucket = max((index >> _HALF_MAGNITUDE) - 1, 0)
-    low = _REFERENCE.get_value_from_index(index)
-    return low + ((1 << bucket) - 1) / 2
-
-
-def _hdr_record(histogram: HdrHistogram, counts: Mapping[int, int]) -> None:
-    """Add non-negative integer values with their counts, keeping hdrh's totals."""
-    if not counts:
-        return
-    top = max(counts)
-    if top > HDR_HIGHEST:  # beyond 24 h: counted in the last bucket (max stays exact)
-        clamped: Counter = Counter()
-        for units, count in counts.items():
-            clamped[min(units, HDR_HIGHEST)] += count
-        counts, top = clamped, HDR_HIGHEST
-    slots = histogram.counts
-    for units, count in counts.items():
-        slots[units if units < _LINEAR else hdr_index(units)] += count
-    histogram.total_count += sum(counts.values())
-    histogram.max_value = max(histogram.max_value, top)
-
-
-def _hdr_buckets(histogram: HdrHistogram) -> tuple[list[float], list[int]]:
-    """Centres (in HDR units) and counts of the non-empty slots, ascending."""
-    counts = histogram.counts[:]
-    indexes = list(compress(range(len(counts)), counts))
-    return [_bucket_center(i) for i in indexes], [counts[i] for i in indexes]
-
-
-def _units(batch: list, low: float, high: float) -> list[int] | Counter:
-    """Finite values in HDR units (rounded): a list, or a Counter if that is cheaper.
-
-    `low`/`high` are the values' min and max. Either result feeds `Counter.update`,
-    which counts a list in C.
-    """
-    if low == high:  # e.g. connect times of reused connections: all zero
-        return Counter({round(low * SCALE): len(batch)})
-    zeros = batch.count(0)
-    if zeros * 2 > len(batch):
-        rest = list(filter(None, batch))
-        counts = _quantize(rest, min(rest), max(rest))
-        counts[0] += zeros
-        return counts
-    if low >= 0:  # int(x + 0.5) rounds non-negative values, and is fast
-        return [int(value * SCALE + 0.5) for value in batch]
-    return [round(value * SCALE) for value in batch]
-
-
-def _quantize(batch: list, low: float, high: float) -> Counter:
-    """Count finite values in HDR units (rounded); `low`/`high`: their min and max."""
-    units = _units(batch, low, high)
-    return units if isinstance(units, Counter) else Counter(units)
-
-
-def in_order_sum(values: Iterable[float], start: float = 0.0) -> float:
-    """start + v1 + v2 + ... added one by one, as k6 (Go) adds: no compensation."""
-    return reduce(operator.add, values, start)
-
-
-def _finite(batch: list) -> list:
-    """The batch without NaN and infinities."""
-    try:
-        if math.isfinite(in_order_sum(batch)):
-            return batch
-    except OverflowError:  # ints too large for a float
-        pass
-    return [value for value in batch if math.isfinite(value)]
-
-
-def _interpolate(
-    value_at: Callable[[int], float], count: int, fraction: float
-) -> float:
-    """k6's percentile: linear interpolation between the ranks around p*(n-1)."""
-    position = min(max(fraction, 0.0), 1.0) * (count - 1)
-    low = math.floor(position)
-    below, above = value_at(low), value_at(math.ceil(position))
-    return below + (above - below) * (position - low)
-
-
 class TrendMetric(Metric):
     """Distribution of values: avg, min, med, max, p(N), count (k6 Trend)."""
 
@@ -670,255 +492,9 @@ def trend_stat(
     return lambda t: t.percentile(fraction)
 
 
-def _matches(found: Any, expected: str) -> bool:
-    """True if a sample's tag value equals a selector's (compared as k6 text)."""
-    return found == expected or (
-        found is not None and type(found) is not str and _tag_text(found) == expected
-    )
-
-
-def _route_entry(tags: tuple, append: Callable) -> tuple:
-    """(key, expected, append) for one tag; (None, None, feed) for several."""
-    if len(tags) == 1:
-        return (*tags[0], append)
-
-    def feed(value: float, sample_tags: Mapping) -> None:
-        for key, expected in tags:
-            if not _matches(sample_tags.get(key), expected):
-                return
-        append(value)
-
-    return None, None, feed
-
-
 _CLASSES = {
     "counter": CounterMetric,
     "gauge": GaugeMetric,
     "rate": RateMetric,
     "trend": TrendMetric,
 }
-
-
-class Registry:
-    """All metrics of a test run; every part of the engine records through it."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, Metric] = {}
-        self._appends: dict[str, Callable[[Any], None]] = {}
-        self._submetrics: dict[str, Metric] = {}
-        # per metric: (tag, value, append) entries; (None, None, f(value, tags)) ones
-        self._routes: dict[str, list[tuple]] = {
-            "checks": [(None, None, self._tally_check)],
-            "group_duration": [(None, None, self._note_group_of)],
-        }
-        self.checks: dict[tuple[str, str], list[int]] = {}
-        self.groups: dict[str, None] = {}
-        self.series: dict[str, list[dict]] = {}
-        self.elapsed = 0.0
-        self._last_tick: float | None = None
-        for name, (kind, contains) in BUILTIN_METRICS.items():
-            self._create(name, kind, contains)
-        self._metrics["vus_max"].merge_takes_max = True
-        for selector in BUILTIN_SUBMETRICS:
-            self.submetric(selector)
-
-    # -- definitions ---------------------------------------------------------------
-    def _create(self, name: str, kind: str, contains: str) -> Metric:
-        metric = _CLASSES[kind](name, contains)
-        self._metrics[name] = metric
-        self._appends[name] = metric.append
-        return metric
-
-    def define(
-        self, name: str, kind: str, is_time: bool = False, field: str = "metrics"
-    ) -> Metric:
-        """Declare a custom metric; redefining with another kind is a ScenarioError."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ScenarioError(
-                field,
-                f"invalid metric name {name!r}: use 2-129 ASCII letters, digits or "
-                "underscores, starting with a letter or an underscore",
-            )
-        if kind not in KINDS:
-            raise ScenarioError(
-                f"{field}.{name}", f"kind must be one of {KINDS}, got {kind!r}"
-            )
-        contains = "time" if is_time and kind == "trend" else "default"
-        existing = self._metrics.get(name)
-        if existing is None:
-            return self._create(name, kind, contains)
-        if existing.kind != kind or (kind == "trend" and existing.contains != contains):
-            raise ScenarioError(
-                f"{field}.{name}",
-                f"metric {name!r} already exists as a {existing.contains} {existing.kind}",
-            )
-        return existing
-
-    def submetric(self, selector: str, field: str = "thresholds") -> Metric:
-        """The sub-metric `name{tag:value,...}`, created on first use and fed on add."""
-        if selector in self._submetrics:
-            return self._submetrics[selector]
-        name, tags = parse_selector(field, selector)
-        if not tags:
-            return self.metric(name, field)
-        canonical = canonical_selector(selector)
-        if canonical in self._submetrics:
-            return self._submetrics[canonical]
-        parent = self.metric(name, field)
-        metric = _CLASSES[parent.kind](canonical, parent.contains, parent, tags)
-        self._submetrics[canonical] = metric
-        self._routes.setdefault(name, []).append(_route_entry(tags, metric.append))
-        return metric
-
-    def metric(self, name: str, field: str = "metrics") -> Metric:
-        """The metric or sub-metric called `name` (a selector creates the sub-metric)."""
-        found = self._metrics.get(name) or self._submetrics.get(name)
-        if found is not None:
-            return found
-        if "{" in name:
-            return self.submetric(name, field)
-        raise ScenarioError(field, f"no metric named {name!r}")
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._metrics or name in self._submetrics
-
-    def metrics(self) -> list[Metric]:
-        """Every metric, each followed by its sub-metrics."""
-        result = []
-        for metric in self._metrics.values():
-            result.append(metric)
-            result += [s for s in self._submetrics.values() if s.parent is metric]
-        return result
-
-    # -- hot path ------------------------------------------------------------------
-    def add(self, name: str, value: float, tags: dict | None = None) -> None:
-        """Record one value of metric `name` with the sample's tags."""
-        try:
-            self._appends[name](value)
-        except KeyError:
-            raise ScenarioError("metrics", f"no metric named {name!r}") from None
-        if tags:
-            routes = self._routes.get(name)
-            if routes is not None:  # inlined: this runs for every request
-                for key, expected, target in routes:
-                    if key is None:
-                        target(value, tags)
-                        continue
-                    found = tags.get(key)
-                    if found == expected or (
-                        found is not None
-                        and type(found) is not str
-                        and _tag_text(found) == expected
-                    ):
-                        target(value)
-
-    def _tally_check(self, value: float, tags: Mapping) -> None:
-        key = (tags.get("group") or "", tags.get("check", ""))
-        tally = self.checks.get(key)
-        if tally is None:
-            key = (key[0], _tag_text(key[1]))
-            tally = self.checks.setdefault(key, [0, 0])
-            self._note_group(key[0])
-        tally[0 if value else 1] += 1
-
-    def _note_group_of(self, value: float, tags: Mapping) -> None:
-        self._note_group(tags.get("group") or "")
-
-    def _note_group(self, path: str) -> None:
-        if path and path not in self.groups:
-            parts = path.split("::")[1:]
-            for depth in range(1, len(parts) + 1):
-                self.groups.setdefault("::" + "::".join(parts[:depth]), None)
-
-    # -- reading -------------------------------------------------------------------
-    def fold(self) -> None:
-        """Fold every pending value into the metrics' state."""
-        for metric in self._metrics.values():
-            metric.fold()
-        for metric in self._submetrics.values():
-            metric.fold()
-
-    def fold_some(self, budget: int = FOLD_SLICE) -> int:
-        """Fold at most `budget` pending values, oldest first; returns how many.
-
-        Call it often (the runner does, every 50 ms) so that no fold of a whole
-        second of values blocks the event loop; reads still fold everything.
-        """
-        folded = 0
-        for metrics in (self._metrics.values(), self._submetrics.values()):
-            for metric in metrics:
-                if folded >= budget:
-                    return folded
-                if metric.pending:
-                    folded += metric.fold(budget - folded)
-        return folded
-
-    @property
-    def pending(self) -> int:
-        """Values recorded but not folded yet."""
-        metrics = (*self._metrics.values(), *self._submetrics.values())
-        return sum(len(metric.pending) for metric in metrics)
-
-    def tick(self, now: float) -> None:
-        """Once per second: fold, and append a point per active metric to `series`.
-
-        `now` is the time since the start of the test in seconds; it also becomes
-        `elapsed`, the duration counter rates are computed over.
-        """
-        self.fold()
-        seconds = now - (self._last_tick if self._last_tick is not None else 0.0)
-        self._last_tick = now
-        self.elapsed = max(self.elapsed, now)
-        for metric in self.metrics():
-            if metric.interval_samples or (metric.kind == "gauge" and metric.samples):
-                point = {"t": now, **metric.interval_point(seconds)}
-                self.series.setdefault(metric.name, []).append(point)
-
-    def stats(
-        self,
-        name_or_selector: str,
-        trend_stats: Iterable[str] | None = None,
-        duration: float | None = None,
-    ) -> dict:
-        """k6's values for one metric (trend stats default to k6's summary columns)."""
-        metric = self.metric(name_or_selector)
-        if duration is None:
-            duration = self.elapsed
-        if metric.kind == "trend":
-            return metric.stats(duration, tuple(trend_stats or DEFAULT_TREND_STATS))
-        return metric.stats(duration)
-
-    # -- processes -----------------------------------------------------------------
-    def snapshot(self, reset: bool = False) -> dict:
-        """Picklable, JSON-able state of every metric; `reset` starts a new delta."""
-        self.fold()
-        snapshot = {
-            "version": 1,
-            "elapsed": self.elapsed,
-            "metrics": {m.name: m.state() for m in self._metrics.values()},
-            "submetrics": {s.name: s.state() for s in self._submetrics.values()},
-            "checks": [[g, c, p, f] for (g, c), (p, f) in self.checks.items()],
-            "groups": list(self.groups),
-        }
-        if reset:
-            for metric in self.metrics():
-                metric.reset()
-            self.checks = {}
-        return snapshot
-
-    def merge(self, snapshot: Mapping) -> None:
-        """Add another registry's snapshot (counters, rates, trends add up exactly)."""
-        self.fold()
-        self.elapsed = max(self.elapsed, snapshot.get("elapsed", 0.0))
-        for name, state in snapshot["metrics"].items():
-            if name not in self._metrics:
-                self._create(name, state["kind"], state["contains"])
-            self._metrics[name].merge_state(state)
-        for selector, state in snapshot["submetrics"].items():
-            self.submetric(selector).merge_state(state)
-        for group, check, passes, fails in snapshot["checks"]:
-            tally = self.checks.setdefault((group, check), [0, 0])
-            tally[0] += passes
-            tally[1] += fails
-        for path in snapshot["groups"]:
-            self._note_group(path)

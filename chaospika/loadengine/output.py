@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 
 __all__ = ["CSV_COLUMNS", "CsvOutput", "JsonLinesOutput", "open_output", "parse_out"]
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from chaospika.loadengine.executors import Outcome, Segment
 from chaospika.loadengine.limits import rss_mb
-from chaospika.loadengine.metrics import Registry
 from chaospika.loadengine.progress import ProgressMeter, Totals
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
     STOP_POLL,
     AbortClock,

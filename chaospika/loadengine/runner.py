@@ -26,7 +26,6 @@ from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.executors import ExecutionState, Outcome, Segment
 from chaospika.loadengine.executors.base import WHOLE
 from chaospika.loadengine.limits import ConnectionBudget, rss_mb, use_budget
-from chaospika.loadengine.metrics import FOLD_SLICE, Registry
 from chaospika.loadengine.progress import (
     LAG_LIMIT_MS,
     LagMonitor,
@@ -34,6 +33,7 @@ from chaospika.loadengine.progress import (
     Totals,
     lag_warning,
 )
+from chaospika.loadengine.registry import FOLD_SLICE, Registry
 from chaospika.loadengine.scenario import LoadSpec, Scenario
 from chaospika.loadengine.thresholds import thresholds_passed
 from chaospika.loadengine.vu import capture_warnings

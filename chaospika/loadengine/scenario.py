@@ -17,7 +17,8 @@ from chaospika.loadengine.executors import EXECUTORS, Executor, ScenarioConfig
 from chaospika.loadengine.executors.base import IterationFn
 from chaospika.loadengine.http1 import USER_AGENT
 from chaospika.loadengine.limits import Limits, check_vus, parse_limits
-from chaospika.loadengine.metrics import DEFAULT_TREND_STATS, Registry, trend_stat
+from chaospika.loadengine.metrics import DEFAULT_TREND_STATS, trend_stat
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.shortcuts import expand
 from chaospika.loadengine.template import scenario_env
 from chaospika.loadengine.thresholds import ThresholdSet, parse_thresholds

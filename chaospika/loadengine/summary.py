@@ -16,12 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from chaospika.loadengine.metrics import (
-    DEFAULT_TREND_STATS,
-    Metric,
-    Registry,
-    trend_stat,
-)
+from chaospika.loadengine.metrics import DEFAULT_TREND_STATS, Metric, trend_stat
+from chaospika.loadengine.registry import Registry
 
 __all__ = ["data", "export", "go_duration", "js_fixed", "js_number", "text"]
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.metrics import Registry, parse_selector
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.tags import parse_selector
 from chaospika.loadengine.units import parse_duration
 from chaospika.loadengine.validate import require_bool
 

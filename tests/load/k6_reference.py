@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from chaospika._ports import free_port
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.thresholds import parse_thresholds
 
 K6_VERSION = "v1.1.0"

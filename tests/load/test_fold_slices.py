@@ -7,12 +7,8 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from chaospika.loadengine import metrics
-from chaospika.loadengine.metrics import (
-    FOLD_SLICE,
-    HDR_DIGITS,
-    HDR_HIGHEST,
-    Registry,
-)
+from chaospika.loadengine.percentiles import HDR_DIGITS, HDR_HIGHEST
+from chaospika.loadengine.registry import FOLD_SLICE, Registry
 
 SMALL_LIMIT = 4096  # these tests cover HDR mode too: trends leave exact mode sooner
 

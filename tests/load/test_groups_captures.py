@@ -13,7 +13,7 @@ from local_app import LocalApp
 from chaospika._ports import free_port
 from chaospika.loadengine import run as run_load
 from chaospika.loadengine import vu as vu_module
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.steps import compile_steps
 from chaospika.loadengine.vu import VU, CaptureList, capture_warnings, merge_captures
 

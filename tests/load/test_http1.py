@@ -14,7 +14,7 @@ from local_app import LocalApp
 
 from chaospika._ports import free_port
 from chaospika.loadengine.http1 import HttpClient, encode_request, parse_url
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.vu import VU
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])

@@ -32,8 +32,9 @@ from k6_reference import TABLE_FILE
 from chaospika.loadengine import LoadRun, metrics, run
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.http1 import USER_AGENT
-from chaospika.loadengine.metrics import HDR_RELATIVE_ERROR, Registry
 from chaospika.loadengine.output import CsvOutput, JsonLinesOutput
+from chaospika.loadengine.percentiles import HDR_RELATIVE_ERROR
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import AbortClock
 from chaospika.loadengine.scenario import parse_spec
 from chaospika.loadengine.thresholds import parse_thresholds

@@ -14,7 +14,7 @@ from chaospika.loadengine import run as run_load
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.http1 import Origin, Response, next_hop
 from chaospika.loadengine.k6.script import translate
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.scenario import parse_spec
 from chaospika.loadengine.steps import compile_steps
 from chaospika.loadengine.vu import VU

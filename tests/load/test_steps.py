@@ -10,9 +10,10 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
+from chaospika.loadengine.checks import compile_jsonpath
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.metrics import Registry
-from chaospika.loadengine.steps import compile_exec, compile_jsonpath, compile_steps
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.steps import compile_exec, compile_steps
 from chaospika.loadengine.vu import VU
 
 FIELD = "scenarios.shop.steps"

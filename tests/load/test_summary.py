@@ -14,7 +14,7 @@ from k6_reference import (
 )
 
 from chaospika.loadengine import summary
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.thresholds import parse_thresholds
 
 RUN = json.loads(SUMMARY_FILE.read_text())

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.template import (
     Template,
     TemplateError,

@@ -14,7 +14,7 @@ from k6_reference import (
 )
 
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.thresholds import parse_expression, parse_thresholds
 
 TABLE = json.loads(TABLE_FILE.read_text())

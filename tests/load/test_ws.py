@@ -11,7 +11,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from chaospika._ports import free_port
-from chaospika.loadengine.metrics import Registry
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.steps import compile_steps
 from chaospika.loadengine.vu import VU
 from chaospika.loadengine.ws import WsClosed, WsError

@@ -1,7 +1,7 @@
 """Scenario steps (request, think, ws, group) as the body of a k6 scenario function.
 
 The steps have been checked by `parse_spec`; this module only writes them as
-JavaScript with the same behaviour as the pika engine's steps.py: checks named
+JavaScript with the same behaviour as the pika engine's steps: checks named
 alike, expected responses only from expectedStatuses (as in k6), captures after
 checks, `think` as k6's sleep, groups as k6's group().
 """
@@ -9,9 +9,10 @@ checks, `think` as k6's sleep, groups as k6's group().
 import json
 from typing import Any
 
+from chaospika.loadengine.checks import compile_jsonpath
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.k6.js_template import js_string, js_text, js_value
-from chaospika.loadengine.steps import DEFAULT_TIMEOUT, compile_jsonpath
+from chaospika.loadengine.request_step import DEFAULT_TIMEOUT
 from chaospika.loadengine.template import resolve_static
 from chaospika.loadengine.units import parse_duration
 
@@ -44,7 +45,7 @@ def _status_values(raw: Any) -> list[int]:
 
 
 def check_name(spec: dict[str, Any]) -> str:
-    """The check's name, as the pika engine names it (steps._compile_check)."""
+    """The check's name, as the pika engine names it (checks._compile_check)."""
     if "name" in spec:
         return spec["name"]
     if "status" in spec:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from chaospika.loadengine.errors import ScenarioError
 from chaospika.loadengine.k6.prelude import CAPTURE_PREFIX, WARNING_PREFIX
-from chaospika.loadengine.metrics import Registry, parse_selector
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.scenario import LoadSpec
+from chaospika.loadengine.tags import parse_selector
 
 __all__ = ["json_lines", "read_console", "run_duration", "tail", "verdicts"]
 

@@ -42,8 +42,8 @@ from chaospika.loadengine.k6.results import (
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script, reject_exec, translate
-from chaospika.loadengine.metrics import Registry
 from chaospika.loadengine.progress import ProgressMeter
+from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
     LoadResult,
     ProgressCallback,
