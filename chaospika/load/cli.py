@@ -11,16 +11,24 @@ k6's flags: -e/--env KEY=VALUE (seen by {{env.KEY}}), --vus, --duration,
 shortcuts.py), --out json=FILE / csv=FILE (k6's formats, see output.py),
 --no-thresholds, --summary-export FILE, --summary-json FILE (what a k6 script's
 handleSummary(data) gets, as JSON).
+
+Progress: once a second, k6's "running (12.0s), 10/10 VUs, 97 complete and 0
+interrupted iterations" followed by iterations/s, requests/s, the p(95) of
+http_req_duration over the last second and the failures so far (progress.py),
+on stderr: rewritten in place on a terminal (wrapped to its width), one line a
+second otherwise; nothing with --quiet.
 """
 
 import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 from types import FrameType
+from typing import TextIO
 
 __all__ = [
     "EXIT_INVALID_CONFIG",
@@ -70,7 +78,13 @@ def _prepare(args: argparse.Namespace) -> tuple:
     )
     if args.no_thresholds:
         spec.pop("thresholds", None)
-    session = LoadSession(args.name, spec, args.max_duration, log_summary=False)
+    session = LoadSession(
+        args.name,
+        spec,
+        args.max_duration,
+        log_summary=False,
+        show_progress=ProgressLine(sys.stderr, quiet=args.quiet),
+    )
     limit = run_deadline(session.load, args.max_duration)
     if outputs and (session.load.processes > 1 or session.load.engine != "pika"):
         raise ValueError(
@@ -101,6 +115,7 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
     try:
         result = session.run()
     finally:
+        session.show_progress.end()
         for output in reversed(outputs):
             output.close()
     print(result.summary_text, flush=True)
@@ -124,6 +139,50 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
     if args.no_thresholds:
         return 0
     return 0 if result.thresholds_passed else EXIT_THRESHOLDS_FAILED
+
+
+class ProgressLine:
+    """Shows the progress reports: in place on a terminal, a line each otherwise.
+
+    On a terminal the report is rewritten in place, wrapped at commas into as
+    many rows as the width needs (k6 rewrites its bars the same way).
+    """
+
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self.rows = 0  # rows of the report on the terminal, the last one open
+        self.warned = False  # the saturation warning, once per run on a terminal
+
+    def __call__(self, progress: dict) -> None:
+        """Show one report (nothing when quiet)."""
+        from chaospika.loadengine import progress_line, progress_parts, wrap_parts
+
+        if self.quiet:
+            return
+        if not self.tty:
+            self.stream.write(progress_line(progress) + "\n")
+            self.stream.flush()
+            return
+        width = max(shutil.get_terminal_size().columns - 1, 20)
+        rows = wrap_parts(progress_parts(progress), width)
+        text = f"\x1b[{self.rows - 1}A" if self.rows > 1 else ""
+        text += "\r\x1b[J"  # back to the report's first row, cleared to the end
+        warning = progress.get("warning")
+        if warning and not self.warned:  # on its own row, kept
+            self.warned = True
+            text += f"WARNING {warning}\n"
+        self.stream.write(text + "\n".join(rows))
+        self.stream.flush()
+        self.rows = len(rows)
+
+    def end(self) -> None:
+        """End the report left open on a terminal."""
+        if self.rows:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.rows = 0
 
 
 def _install_handlers(holder: dict, signalled: list[int]) -> dict:
@@ -161,7 +220,7 @@ def _start_watchdog(seconds: float, done: threading.Event) -> None:
 
 
 def add_load_commands(commands: argparse._SubParsersAction) -> None:
-    """Add `load run`."""
+    """Add `load run` and `load k6-operator`."""
     load = commands.add_parser("load", help="run the k6-like load engine")
     actions = load.add_subparsers(dest="action", metavar="ACTION", required=True)
     run = actions.add_parser("run", help="run a JSON load spec (exit 99: thresholds)")
@@ -205,3 +264,6 @@ def add_load_commands(commands: argparse._SubParsersAction) -> None:
         help="do not judge the thresholds (exit 0 whatever they say)",
     )
     run.set_defaults(handler=load_run)
+    from chaospika.loadengine import add_operator_command
+
+    add_operator_command(actions)  # load k6-operator SPEC --parallelism N

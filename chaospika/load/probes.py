@@ -134,8 +134,16 @@ def captured(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> list:
-    """Values the load `name` captured under `key` (e.g. acknowledged order ids)."""
+    """Values the load `name` captured under `key` (e.g. acknowledged order ids).
+
+    Live while the load runs (what it has captured up to its last one-second
+    tick; a multi-process load: what its workers reported by then; engine k6:
+    nothing before the end), then every value it kept.
+    """
     name = require_text("name", name)
     key = require_text("key", key)
+    session = get_session(name)
+    if session is not None and not session.done.is_set():
+        return session.captured(key)
     record = _records.get(RECORD_KIND, name) or {}
     return list(record.get("captures", {}).get(key, []))

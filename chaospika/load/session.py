@@ -1,11 +1,12 @@
 """A load run inside a Chaos Toolkit experiment, reachable by its name.
 
 The run is a `chaospika.loadengine.LoadRun` on its own thread and event loop.
-Probes ask it questions (a threshold verdict, a metric) that are answered on
-that loop at its next one-second tick, so nothing reads the registry while the
-engine writes it. A spec with `"engine": "k6"` runs on the real k6 binary: its
-samples reach the registry about once a second, so live answers are up to ~2 s
-behind k6, and exact once the run has ended.
+Probes ask it questions (a threshold verdict, a metric, the values captured so
+far) that are answered on that loop at its next one-second tick, so nothing
+reads the registry or the captures while the engine writes them. A spec with
+`"engine": "k6"` runs on the real k6 binary: its samples reach the registry
+about once a second, so live answers are up to ~2 s behind k6, and exact once
+the run has ended.
 """
 
 import json
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chaospika import _records
-from chaospika.loadengine import LoadResult, LoadRun
+from chaospika.loadengine import LoadResult, LoadRun, progress_line
 
 __all__ = ["RECORD_KIND", "LoadSession", "get_session", "load_spec_file"]
 
@@ -48,13 +49,15 @@ class LoadSession:
         spec: Mapping,
         max_duration: float | None,
         log_summary: bool = True,
+        show_progress: Callable[[dict], None] | None = None,
     ) -> None:
         self.name = name
         self.log_summary = log_summary  # False: the caller prints it (the CLI)
+        self.show_progress = show_progress or self._log_progress
         self.run_handle = LoadRun(
             spec,
             max_duration=max_duration,
-            on_progress=self._on_progress,
+            on_progress=self.show_progress,  # the engine logs what it raises
             on_end=self._save,
             name=name,
         )
@@ -105,17 +108,16 @@ class LoadSession:
         """Evaluate `question(run)` (read `run.registry`) safely while it runs."""
         return self.run_handle.ask(question)
 
-    def _on_progress(self, progress: dict) -> None:
-        logger.info(
-            "load '%s' %5.1fs  vus=%d  iterations=%d  rps=%.0f  errors=%d%s",
-            self.name,
-            progress["elapsed"],
-            progress["vus"],
-            progress["iterations"],
-            progress["rps"],
-            progress["errors"],
-            f"  WARNING {progress['warning']}" if progress.get("warning") else "",
-        )
+    def _log_progress(self, progress: dict) -> None:
+        logger.info("load '%s' %s", self.name, progress_line(progress))
+
+    def captured(self, key: str) -> list:
+        """The values captured under `key` so far (live), or at the end."""
+        if self.result is not None:
+            return list(_flatten(self.result.captures).get(key, []))
+        if self.done.is_set():  # ended without a result
+            return []
+        return self.ask(lambda run: list(_flatten(run.live_captures).get(key, [])))
 
     # -- record ---------------------------------------------------------------
     def thresholds(self) -> dict:

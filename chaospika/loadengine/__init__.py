@@ -12,9 +12,11 @@ is checked by `parse_spec`, run by `run` / `run_async` or as a stoppable
 """
 
 from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.k6.operator import add_operator_command
 from chaospika.loadengine.launch import LoadRun, run, run_async
 from chaospika.loadengine.lifecycle import running_loads, stop_all, wait_all
 from chaospika.loadengine.output import open_output, parse_out
+from chaospika.loadengine.progress import progress_line, progress_parts, wrap_parts
 from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import LoadResult, run_deadline
 from chaospika.loadengine.scenario import LoadSpec, parse_spec
@@ -35,6 +37,7 @@ __all__ = [
     "WsClosed",
     "WsError",
     "WsSession",
+    "add_operator_command",
     "open_output",
     "override",
     "parse_duration",
@@ -42,6 +45,8 @@ __all__ = [
     "parse_selector",
     "parse_spec",
     "parse_thresholds",
+    "progress_line",
+    "progress_parts",
     "run",
     "run_async",
     "run_deadline",
@@ -49,4 +54,5 @@ __all__ = [
     "stop_all",
     "summary_data",
     "wait_all",
+    "wrap_parts",
 ]

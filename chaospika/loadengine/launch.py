@@ -136,6 +136,7 @@ class LoadRun:
         self.result: LoadResult | None = None
         self.error: BaseException | None = None
         self.progress: dict = {}
+        self.live_captures: dict = {}  # {scenario: {key: values}} at the last tick
         self._questions: queue.SimpleQueue = queue.SimpleQueue()
 
     # -- running --------------------------------------------------------------
@@ -216,6 +217,7 @@ class LoadRun:
                 answer.set_exception(error)
 
     def _on_progress(self, progress: dict) -> None:
+        self.live_captures = progress.pop("captures", None) or {}
         self.progress = progress
         self._answer_pending()
         if self.on_progress is not None:

@@ -37,7 +37,6 @@ from chaospika.loadengine.runner import (
     load_result,
     loop_factory,
     planned_vus,
-    request_totals,
     run_deadline,
 )
 from chaospika.loadengine.scenario import LoadSpec, parse_spec
@@ -105,6 +104,9 @@ class _Coordinator:
         self.failure: str | None = None
         self.planned = planned_vus(load)
         self.abort_clock = AbortClock()
+        self.live_captures: dict[str, dict[str, list]] = {
+            name: {} for name in load.scenarios
+        }  # what the workers reported so far; the result takes their final lists
 
     def run(self) -> LoadResult:
         duration = 0.0
@@ -183,13 +185,11 @@ class _Coordinator:
             self._halt("threshold")
         self._check_memory()
         if self.on_progress is not None:
-            requests, failed = request_totals(self.registry)
-            totals.iterations = int(self.registry.stats("iterations")["count"])
-            totals.dropped = int(self.registry.stats("dropped_iterations")["count"])
-            totals.http_reqs = requests
-            totals.errors += failed
+            totals.read(self.registry, elapsed)  # the merged counts and p(95)
+            totals.errors += totals.http_req_failed
+            report = self.meter.report(elapsed, totals)
             try:
-                self.on_progress(self.meter.report(elapsed, totals))
+                self.on_progress({**report, "captures": self.live_captures})
             except Exception:  # a progress callback must not end the test
                 logger.exception("load progress callback failed")
 
@@ -233,8 +233,10 @@ class _Coordinator:
     def _handle(self, worker: _Worker, message: tuple) -> None:
         kind = message[0]
         if kind == "second":
-            _, _, worker.seconds, worker.totals, worker.errors, delta = message
+            _, _, worker.seconds, worker.totals, worker.errors, delta, new = message
             self.registry.merge(delta)
+            for scenario, values in new.items():
+                merge_captures(self.live_captures[scenario], values, scenario)
         elif kind == "done":
             _, _, final = message
             self.registry.merge(final.pop("delta"))
@@ -371,6 +373,17 @@ async def _work(
     deadline: float,
 ) -> dict:
     local = LocalRun(load, registry, segment, deadline, external_stop=stop.is_set)
+    sent: dict[tuple[str, str], int] = {}  # capture values already reported
+
+    def new_captures() -> dict:
+        new: dict[str, dict[str, list]] = {}
+        for scenario, by_name in local.captures.items():
+            for name, values in by_name.items():
+                done = sent.get((scenario, name), 0)
+                if len(values) > done:
+                    new.setdefault(scenario, {})[name] = values[done:]
+                    sent[(scenario, name)] = len(values)
+        return new
 
     def totals() -> Totals:
         state = local.state
@@ -379,12 +392,14 @@ async def _work(
             vus_max=max(state.max_vus, state.active_vus),
             lag_p95_ms=local.lag.p95_ms(),
             lag_sustained_ms=local.lag.sustained_p95_ms,
+            interrupted=local.interrupted(),
         )
 
     def on_second(elapsed: float) -> None:
         delta = registry.snapshot(reset=True)
         second = round(elapsed)
-        message = ("second", segment.index, second, totals(), local.errors(), delta)
+        errors, captures = local.errors(), new_captures()
+        message = ("second", segment.index, second, totals(), errors, delta, captures)
         try:
             sender.send(message)
         except OSError:  # the parent is gone: nobody reads the results

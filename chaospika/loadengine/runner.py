@@ -174,6 +174,10 @@ class LocalRun:
         """Iterations that raised so far."""
         return sum(outcome.errors for outcome in self.outcomes.values())
 
+    def interrupted(self) -> int:
+        """Iterations cut by a stop so far."""
+        return sum(outcome.interrupted for outcome in self.outcomes.values())
+
     async def _hook(self, name: str, hook: Any, data: dict) -> dict:
         """Run setup or teardown once on its own VU (k6's); its captured vars."""
         from chaospika.loadengine.vu import VU
@@ -356,26 +360,13 @@ def lag_warnings(worst_p95_ms: float) -> list[str]:
     return [lag_warning(worst_p95_ms)] if worst_p95_ms > LAG_LIMIT_MS else []
 
 
-def request_totals(registry: Any) -> tuple[int, int]:
-    """(requests, failed requests) recorded so far."""
-    requests = registry.stats("http_reqs")["count"]
-    failed = registry.stats("http_req_failed")["passes"]
-    return int(requests), int(failed)
-
-
 def progress_totals(
     registry: Any, vus: int, vus_max: int, errors: int, lag: float = 0.0
 ) -> Totals:
-    requests, failed = request_totals(registry)
-    return Totals(
-        vus=vus,
-        vus_max=vus_max,
-        iterations=int(registry.stats("iterations")["count"]),
-        dropped=int(registry.stats("dropped_iterations")["count"]),
-        http_reqs=requests,
-        errors=failed + errors,
-        lag_p95_ms=lag,
-    )
+    totals = Totals(vus=vus, vus_max=vus_max, lag_p95_ms=lag)
+    totals.read(registry)
+    totals.errors = totals.http_req_failed + errors
+    return totals
 
 
 async def run_here(
@@ -415,7 +406,9 @@ async def run_here(
                 registry, state.active_vus, vus_max, local.errors(), lag
             )
             totals.lag_sustained_ms = local.lag.sustained_p95_ms
-            on_progress(meter.report(elapsed, totals))
+            totals.interrupted = local.interrupted()
+            # captures: live, read inside the callback (the session's `captured`)
+            on_progress({**meter.report(elapsed, totals), "captures": local.captures})
 
     await local.run(on_second)  # like k6: vus/vus_max only at each whole second
     local.lag.close_second()

@@ -51,10 +51,12 @@ TOP_LEVEL_KEYS = (
     "metrics",
     "maxRedirects",
     "limits",
+    "segments",
 )
 ENGINES = ("pika", "k6")  # "k6": run on the real k6 binary (chaospika.loadengine.k6)
 COMMON_KEYS = ("executor", "startTime", "gracefulStop", "tags", "env", "steps", "exec")
 MAX_PROCESSES = 256
+MAX_SEGMENTS = 64  # "segments": k6 processes of one engine-k6 run (k6/segments.py)
 TIME_UNITS = ("s", "ms", "us")  # k6's summaryTimeUnit values
 
 _NAME = re.compile(r"[0-9A-Za-z_-]+")
@@ -102,6 +104,7 @@ class LoadSpec:
     setup: IterationFn | None = None  # k6's setup(): its captures reach every VU
     teardown: IterationFn | None = None  # k6's teardown(data), after the scenarios
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
+    segments: int = 1  # engine k6: k6 processes, one execution segment each
 
     def max_duration(self) -> float:
         """Longest possible run: max over scenarios of startTime + run + gracefulStop."""
@@ -134,6 +137,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LoadSpec:
     tags = _tags("tags", spec.get("tags", {}))
     processes = _processes(spec)
     engine = _engine(spec)
+    segments = _segments(spec, engine)
     trend_stats = _trend_stats(spec)
     time_unit = spec.get("summaryTimeUnit") or None
     if time_unit is not None and time_unit not in TIME_UNITS:
@@ -176,6 +180,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LoadSpec:
         user_agent=user_agent,
         setup=hooks.get("setup"),
         teardown=hooks.get("teardown"),
+        segments=segments,
     )
 
 
@@ -235,6 +240,17 @@ def _engine(spec: Mapping[str, Any]) -> str:
             "engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}"
         )
     return engine
+
+
+def _segments(spec: Mapping[str, Any], engine: str) -> int:
+    segments = option_int("", dict(spec), "segments", default=1, minimum=1)
+    if segments > MAX_SEGMENTS:
+        raise ScenarioError("segments", f"must be <= {MAX_SEGMENTS}, got {segments}")
+    if segments > 1 and engine != "k6":
+        raise ScenarioError(
+            "segments", "needs engine 'k6' (the pika engine scales with 'processes')"
+        )
+    return segments
 
 
 def _trend_stats(spec: Mapping[str, Any]) -> list[str]:

@@ -1,8 +1,11 @@
 """One proxied TCP connection: two sockets (`Side`), two directions (`Direction`).
 
 Without toxics a direction writes what it reads straight to the other socket
-(asyncio protocols, no copies, no task). With toxics, chunks queue and one task
-per direction takes each through the toxics' stages in order. Flow control: a
+(asyncio protocols, no copies, no task). With only latency toxics, the direction
+delays its chunks itself: each gets its deadline when read and waits in a FIFO,
+and one precise timer (`toxics.timer`) writes every chunk that is due (no task,
+no coroutine per chunk). With other toxics, chunks queue and one task per
+direction takes each through the toxics' stages in order. Flow control: a
 socket stops being read while the other's write buffer is full or the queue
 holds more than `QUEUE_HIGH` bytes.
 """
@@ -12,12 +15,15 @@ import logging
 import random
 import socket
 import struct
+import time
 from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from chaospika.network.toxics import Toxic, open_stage
 from chaospika.network.toxics.base import Chunk, Stage
+from chaospika.network.toxics.latency import Latency, observe_lateness
+from chaospika.network.toxics.timer import TimerHandle, call_at
 
 if TYPE_CHECKING:
     from chaospika.network.proxy import Proxy
@@ -128,6 +134,10 @@ class Direction:
         self.finished = False
         self.worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
+        self.delays: list[Latency] | None = None  # latency toxics only: delayed here
+        self.delayed: deque[tuple[float, Chunk]] = deque()  # (deadline, chunk)
+        self._last_due = 0.0
+        self._timer: TimerHandle | None = None
 
     # the Link protocol of the stages
     def close_connection(self) -> None:
@@ -140,22 +150,68 @@ class Direction:
         """Data read from the source: straight through, or queued for the stages."""
         if self.finished:
             return
-        if self.worker is None and not self.stages:
-            self.sink.write(data)
-            return
-        self.pending.append(Chunk(data, self.loop.time()))
-        self.pending_bytes += len(data)
-        if self.pending_bytes > QUEUE_HIGH:
-            self.source.hold("queue")
+        if self.worker is None:
+            if not self.stages:
+                self.sink.write(data)
+                return
+            if self.delays is not None:
+                self._delay(Chunk(data, time.monotonic()))
+                return
+        self.pending.append(Chunk(data, time.monotonic()))
+        self._count(len(data))
         self._wake()
 
     def eof(self) -> None:
         """The source closed its side."""
         self.eof_seen = True
-        if self.worker is None and not self.stages:
-            self._finish()
+        if self.worker is None and (self.delays is not None or not self.stages):
+            if not self.delayed:
+                self._finish()  # else once the last delayed chunk has left
         else:
             self._wake()
+
+    def _count(self, size: int) -> None:
+        self.pending_bytes += size
+        if self.pending_bytes > QUEUE_HIGH:
+            self.source.hold("queue")
+
+    def _uncount(self, size: int) -> None:
+        self.pending_bytes -= size
+        if self.pending_bytes < QUEUE_LOW:
+            self.source.release("queue")
+
+    def _delay(self, chunk: Chunk) -> None:
+        """Latency toxics only: `chunk` leaves at its deadline, after those before it."""
+        delays = self.delays or ()
+        due = max(self._last_due, chunk.arrived + max(d.delay() for d in delays))
+        self._last_due = due
+        self.delayed.append((due, chunk))
+        self._count(len(chunk.data))
+        if self._timer is None:
+            self._timer = call_at(self.loop, due, self._release_due)
+
+    def _release_due(self) -> None:
+        """Write every delayed chunk whose deadline has come; re-arm for the next."""
+        self._timer = None
+        now, delayed = time.monotonic(), self.delayed
+        while delayed and delayed[0][0] <= now:
+            due, chunk = delayed.popleft()
+            observe_lateness(now - due)
+            self._uncount(len(chunk.data))
+            self.sink.write(chunk.data)
+        if delayed:
+            self._timer = call_at(self.loop, delayed[0][0], self._release_due)
+        elif self.eof_seen and self.worker is None:
+            self._finish()
+
+    def _undelay(self) -> None:
+        """Hand the chunks still delayed here to the stages' task, in order."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.delayed:
+            self.pending.appendleft(self.delayed.pop()[1])
+        self._last_due = 0.0
 
     def set_toxics(self, toxics: list[Toxic]) -> None:
         """Run exactly `toxics` on this direction: open new stages, stop gone ones."""
@@ -166,19 +222,28 @@ class Direction:
                 stage = open_stage(toxic, self)
                 started.append(stage)
             stages[toxic.uid] = stage
-        for uid, stage in self.stages.items():
-            if uid not in stages:
-                stage.stop()
+        stopped = [stage for uid, stage in self.stages.items() if uid not in stages]
+        for stage in stopped:
+            stage.stop()
         self.stages = stages
         for stage in started:
             stage.start()
-        if self.stages and self.worker is None and not self.finished:
+        if started or stopped:
+            self._undelay()
+        latency_only = all(isinstance(stage, Latency) for stage in stages.values())
+        self.delays = list(stages.values()) if stages and latency_only else None
+        needed = self.pending or (self.stages and self.delays is None)
+        if needed and self.worker is None and not self.finished:
             self.worker = self.loop.create_task(self._work())
         self._wake()
 
     def stop(self) -> None:
         for stage in self.stages.values():
             stage.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.delayed.clear()
         if self.worker is not None:
             self.worker.cancel()
 
@@ -191,15 +256,13 @@ class Direction:
             while not self.connection.closed:
                 if self.pending:
                     chunk = self.pending.popleft()
-                    self.pending_bytes -= len(chunk.data)
-                    if self.pending_bytes < QUEUE_LOW:
-                        self.source.release("queue")
+                    self._uncount(len(chunk.data))
                     await self._through(list(self.stages.values()), 0, chunk)
                 elif self.eof_seen:
                     await self._eof_through(list(self.stages.values()), 0)
                     return
-                elif not self.stages:
-                    return  # back to the straight path
+                elif not self.stages or self.delays is not None:
+                    return  # back to the straight path, or to delaying here
                 else:
                     self._wakeup = self.loop.create_future()
                     await self._wakeup

@@ -19,6 +19,9 @@ from chaospika.network.toxics import Toxic
 __all__ = ["Proxy"]
 
 logger = logging.getLogger("chaospika.network")
+# asyncio's default is 100: a burst of new clients overflows it and the kernel
+# drops their handshakes (retried after 1 s); the kernel caps this at somaxconn
+LISTEN_BACKLOG = 4096
 
 
 class Proxy:
@@ -59,7 +62,11 @@ class Proxy:
         loop = asyncio.get_running_loop()
         try:
             self.server = await loop.create_server(
-                lambda: Connection(self).client, host, port, reuse_address=True
+                lambda: Connection(self).client,
+                host,
+                port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
         except OSError as error:
             raise ApiError(

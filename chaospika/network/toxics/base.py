@@ -13,7 +13,10 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Protocol
+
+from chaospika.network.toxics.timer import call_at
 
 __all__ = ["STREAMS", "Chunk", "Forward", "ForwardEof", "Link", "Stage", "Toxic"]
 
@@ -23,7 +26,7 @@ _uids = itertools.count(1)
 
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes read from one socket, with the loop time they arrived at."""
+    """Bytes read from one socket, with the `time.monotonic()` they arrived at."""
 
     data: bytes
     arrived: float
@@ -110,17 +113,23 @@ class Stage:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def now(self) -> float:
+        """The clock of `Chunk.arrived` and of `pause_until` deadlines."""
+        return time.monotonic()
+
     def later(self, seconds: float, callback: Callable[[], None]) -> None:
         """Run `callback` in `seconds`, unless the stage stops first."""
         self._timers.append(self.loop.call_later(seconds, callback))
 
     async def pause_until(self, deadline: float) -> None:
-        """Sleep until loop time `deadline`, or until the stage stops."""
-        if self.stopped or deadline <= self.loop.time():
+        """Sleep until `time.monotonic()` reaches `deadline`, or the stage stops."""
+        if self.stopped or deadline <= time.monotonic():
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
         forever = deadline == float("inf")
-        timer = None if forever else self.loop.call_at(deadline, _wake, waiter)
+        timer = (
+            None if forever else call_at(self.loop, deadline, partial(_wake, waiter))
+        )
         self._waiters.add(waiter)
         try:
             await waiter

@@ -33,4 +33,4 @@ class Slicer(Stage):
             start += size
             await forward(Chunk(piece, chunk.arrived))
             if delay and start < len(data):
-                await self.pause_until(self.loop.time() + delay)
+                await self.pause_until(self.now() + delay)

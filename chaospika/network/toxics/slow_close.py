@@ -14,5 +14,5 @@ class SlowClose(Stage):
     defaults: ClassVar[dict[str, float]] = {"delay": 0}
 
     async def eof(self, forward: ForwardEof) -> None:
-        await self.pause_until(self.loop.time() + self.attribute("delay") / 1000.0)
+        await self.pause_until(self.now() + self.attribute("delay") / 1000.0)
         await forward()
