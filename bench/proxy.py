@@ -171,6 +171,23 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def tcp_counters() -> dict[str, int]:
+    """Kernel TCP counters of this network namespace (other sessions' traffic too)."""
+    wanted = {"RetransSegs", "ListenOverflows", "TCPSynRetrans"}
+    found: dict[str, int] = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        try:
+            with open(path) as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            for name, value in zip(names.split()[1:], values.split()[1:], strict=False):
+                if name in wanted:
+                    found[name] = int(value)
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` and of the children it has reaped (/proc/pid/stat)."""
     with open(f"/proc/{pid}/stat") as handle:
@@ -330,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
     folder = tempfile.mkdtemp(prefix="pika-proxy-bench-")
     os.chmod(folder, 0o755)
     load_before = os.getloadavg()
+    tcp_before = tcp_counters()
     began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     runs: list[Run] = []
     try:
@@ -364,7 +382,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     load_after = os.getloadavg()
-    return report(args, runs, began, load_before, load_after)
+    tcp = {k: v - tcp_before.get(k, 0) for k, v in tcp_counters().items()}
+    return report(args, runs, began, (load_before, load_after), tcp)
 
 
 def _fmt(values: list[float], digits: int = 3, sign: bool = True) -> str:
@@ -376,9 +395,10 @@ def report(
     args: argparse.Namespace,
     runs: list[Run],
     began: str,
-    load_before: tuple[float, ...],
-    load_after: tuple[float, ...],
+    loads_around: tuple[tuple[float, ...], tuple[float, ...]],
+    tcp: dict[str, int],
 ) -> int:
+    load_before, load_after = loads_around
     by = {(r.way, r.round): r for r in runs}
     rounds = range(args.rounds)
     latency = args.latency_ms
@@ -401,15 +421,18 @@ def report(
         + _fmt(list(load_before), 2, False)
         + "; after: "
         + _fmt(list(load_after), 2, False)
-        + f"; 1-min load at the runs' starts: {min(loads):.2f}..{max(loads):.2f}.\n"
+        + f"; 1-min load at the runs' starts: {min(loads):.2f}..{max(loads):.2f}. "
+        "TCP counters of the network namespace during the bench (other sessions "
+        "included): " + ", ".join(f"{k} +{v}" for k, v in sorted(tcp.items())) + ".\n"
     )
 
     print("## Per round (ms)\n")
     print(
         "| round | order | direct p50 | socat p50 | proxy p50 | proxy p99 "
-        "| toxic p50 | toxic p99 | added p50 | toxic err p50 | toxic err p99 |"
+        "| toxic p50 | toxic p99 | added p50 | toxic err p50 | toxic err p99 "
+        "| proxy's own lateness p50 / p99 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     added, err50, err99 = [], [], []
     for n in rounds:
         d, s, o, t = (by[(w, n)] for w in WAYS)
@@ -419,7 +442,9 @@ def report(
         print(
             f"| {n + 1} | {','.join(_order(n))} | {d.p(50):.3f} | {s.p(50):.3f} "
             f"| {o.p(50):.3f} | {o.p(99):.3f} | {t.p(50):.3f} | {t.p(99):.3f} "
-            f"| {added[-1]:+.3f} | {err50[-1]:+.3f} | {err99[-1]:+.3f} |"
+            f"| {added[-1]:+.3f} | {err50[-1]:+.3f} | {err99[-1]:+.3f} "
+            f"| {percentile(sorted(t.late_ms), 50):+.3f} / "
+            f"{percentile(sorted(t.late_ms), 99):+.3f} |"
         )
 
     print("\n## All rounds pooled (requests after the warm-up)\n")

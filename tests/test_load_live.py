@@ -121,5 +121,17 @@ def test_captured_is_live_during_a_background_load(server, processes):
     assert len(server.issued) - len(final) <= 2
 
 
+def test_captured_during_a_load_shorter_than_a_tick_is_its_final_list(server):
+    url = f"http://127.0.0.1:{server.server_address[1]}/orders"
+    spec = order_spec(url)
+    orders = spec["scenarios"]["orders"]
+    del orders["duration"]
+    orders.update(executor="shared-iterations", vus=1, iterations=5)  # ~0.2 s
+    worker = background(spec, "short")
+    values = captured("short", "order_id")  # answered at the end: no tick comes
+    worker.join(10)
+    assert values == captured("short", "order_id") == [f"o{n}" for n in range(1, 6)]
+
+
 def test_captured_of_a_load_not_started_is_empty():
     assert captured("never-started", "order_id") == []

@@ -7,7 +7,8 @@ Declare it in an experiment (or pass it with ``chaos run --control-file``)::
         "arguments": {"allow_pidfiles": ["${worker_pidfile}"]}}}]
 
 - experiment start: a fresh run id (`ledger.set_run_id`, logged); SIGINT and
-  SIGTERM handlers that stop the loads and interrupt the run at once;
+  SIGTERM handlers that stop the loads and interrupt the run at once (an
+  interrupt that Python drops is delivered again, see `_Redelivery`);
 - before the method, a pre-flight of every known fault (`_faults.FAULTS`): its
   targets are resolved from the substituted arguments and the run is refused
   (`InterruptExecution`, nothing applied) when one is outside ``allow_pidfiles``
@@ -22,7 +23,9 @@ their final state) and ``pika_safety`` (plan, refusal, signal, undos, and
 """
 
 import logging
+import os
 import signal
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -61,16 +64,22 @@ CRITICAL_MODULES = (
 )
 # chaoslib's Dry values that skip actions (faults are actions).
 DRY_SKIPPING_ACTIONS = ("actions", "activities")
+# How many times one run delivers a dropped interrupt again, at most.
+MAX_REDELIVERIES = 100
 
 
 class SafetyInterrupt(KeyboardInterrupt):
-    """The run is interrupted by a signal.
+    """The run is interrupted by a signal (`signum`).
 
     A KeyboardInterrupt, not chaoslib's InterruptExecution: chaoslib 1.44 turns
     an InterruptExecution raised inside a Python activity into a failure of that
     activity and goes on with the method; a KeyboardInterrupt reaches the runner,
     which ends the run with status "interrupted".
     """
+
+    def __init__(self, message: str, signum: int = 0) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -93,9 +102,16 @@ class _Run:
     loads_at_end: int | None = None
     errors: list[str] = field(default_factory=list)
     earlier: list[str] = field(default_factory=list)
+    owed: int | None = None
+    in_hook: bool = False
+    in_flight: int = 0
+    redelivered: int = 0
 
 
 _run = _Run()
+# While the handlers are installed: the unraisable hook replaced, the thread
+# that delivers dropped interrupts again.
+_installed: dict[str, Any] = {"hook": None, "redelivery": None}
 
 
 def _policy(
@@ -143,8 +159,16 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     """SIGINT/SIGTERM: stop the loads now (lock-free), then interrupt the run.
 
     While a process action or the control's own undo runs, the interrupt waits
-    for it to end (`after_activity_control`, or the undo's end).
+    for it to end (`after_activity_control`, or the undo's end). An interrupt
+    still owed (raised, then dropped by Python) is raised again.
     """
+    redelivered = _run.in_flight > 0
+    _run.in_flight -= 1 if redelivered else 0
+    if _run.in_hook:  # in `_on_unraisable`: an exception raised here is lost too
+        _redeliver(signum)
+        return
+    if redelivered and _run.owed is None:
+        return  # the interrupt was taken meanwhile: this delivery is moot
     stopped = stop_all_loads()
     if _run.signal is None:
         _run.signal = signal.Signals(signum).name
@@ -152,7 +176,93 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _run.cleaning or _run.critical:
         _run.pending = signum
         return
+    if redelivered:
+        _take_owed()  # raised again here (and owed again if dropped again)
     _interrupt(signum, frame)
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """`sys.unraisablehook`: an interrupt raised by `_on_signal` where Python
+    drops exceptions (a ``__del__``, a weakref callback, the garbage collector)
+    would leave the run going on as if no signal came: deliver it again."""
+    dropped = unraisable.exc_value
+    if isinstance(dropped, SafetyInterrupt) and dropped.signum:
+        _run.in_hook = True
+        try:
+            _run.owed = dropped.signum
+            _redeliver(dropped.signum)
+        finally:
+            _run.in_hook = False
+        return
+    (_installed["hook"] or sys.__unraisablehook__)(unraisable)
+
+
+def _redeliver(signum: int) -> None:
+    """Have `_Redelivery` send `signum` to the main thread again (bounded)."""
+    redelivery = _installed["redelivery"]
+    if redelivery is None or _run.redelivered >= MAX_REDELIVERIES:
+        return
+    _run.redelivered += 1
+    _run.in_flight += 1
+    redelivery.request(signum)
+
+
+def _take_owed() -> None:
+    """A control hook (a safe place to raise) raises an interrupt still owed."""
+    signum, _run.owed = _run.owed, None
+    if signum is not None:
+        name = signal.Signals(signum).name
+        logger.warning(
+            "safety: the interrupt of %s was dropped by Python (raised inside a "
+            "finalizer); raising it again",
+            name,
+        )
+        raise SafetyInterrupt(f"{name} received", signum)
+
+
+class _Redelivery:
+    """A thread that sends a signal to the main thread again when asked.
+
+    Python runs signal handlers between two bytecodes of the main thread, which
+    may be inside a finalizer; an exception raised there is printed ("Exception
+    ignored in ...") and dropped, so the run would go on (into a 60 s pause,
+    say). `request` writes the signal number on a pipe (no lock: safe in a
+    finalizer or a signal handler); this thread, which blocks SIGINT and
+    SIGTERM itself, sends it to the main thread, whose handler raises again,
+    outside the finalizer. A signal sent to the process could be delivered to
+    another thread and leave the main thread's sleep uninterrupted.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(
+            target=self._serve, name="pika-safety-redelivery", daemon=True
+        )
+        self._thread.start()
+
+    def request(self, signum: int) -> None:
+        try:
+            os.write(self._write, bytes([signum]))
+        except OSError:  # pipe full: deliveries are pending already
+            pass
+
+    def close(self) -> None:
+        self.request(0)
+        self._thread.join(timeout=2)
+        os.close(self._write)
+
+    def _serve(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            while True:
+                data = os.read(self._read, 1)
+                if not data or data[0] == 0:
+                    return
+                signal.pthread_kill(self._main, data[0])
+        finally:
+            os.close(self._read)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -168,9 +278,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     try:
         if callable(previous):
             previous(signum, frame)
-    except InterruptExecution as error:
-        raise SafetyInterrupt(f"{name} received: {error}") from None
-    raise SafetyInterrupt(f"{name} received")
+    except (InterruptExecution, KeyboardInterrupt) as error:
+        if isinstance(error, SafetyInterrupt):
+            raise
+        detail = f": {error}" if str(error) else ""
+        raise SafetyInterrupt(f"{name} received{detail}", signum) from None
+    raise SafetyInterrupt(f"{name} received", signum)
 
 
 def _install_handlers() -> None:
@@ -184,16 +297,27 @@ def _install_handlers() -> None:
             continue  # ignored on purpose by whoever started chaos, or already ours
         _run.previous[signum] = current
         signal.signal(signum, _on_signal)
+    if _run.previous and sys.unraisablehook is not _on_unraisable:
+        _installed["hook"] = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
+    if _run.previous and _installed["redelivery"] is None:
+        _installed["redelivery"] = _Redelivery()
 
 
 def _restore_handlers() -> None:
-    """Put back the handlers `_install_handlers` replaced."""
+    """Put back the handlers (and unraisable hook) `_install_handlers` replaced."""
     if not _is_main_thread():
         return
     for signum, previous in _run.previous.items():
         if signal.getsignal(signum) is _on_signal:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
     _run.previous.clear()
+    if sys.unraisablehook is _on_unraisable:
+        sys.unraisablehook = _installed["hook"] or sys.__unraisablehook__
+        _installed["hook"] = None
+    if _installed["redelivery"] is not None:
+        _installed["redelivery"].close()
+        _installed["redelivery"] = None
 
 
 ###############################################################################
@@ -411,6 +535,8 @@ def before_activity_control(
             _run.refused = "safety: refusing a fault: " + "; ".join(refusals)
             logger.error(_run.refused)
             raise InterruptExecution(_run.refused)
+    if _is_main_thread():
+        _take_owed()
     provider = context.get("provider") or {}
     if _is_main_thread() and provider.get("module") in CRITICAL_MODULES:
         _run.critical = True
@@ -423,8 +549,14 @@ def after_activity_control(
     secrets: Secrets = None,
     **kwargs: Any,
 ) -> None:
-    """End of a process action: a signal that came during it interrupts the run now."""
-    if not _is_main_thread() or not _run.critical:
+    """End of a process action: a signal that came during it interrupts the run
+    now; so does an interrupt Python dropped during the activity."""
+    if not _is_main_thread():
+        return
+    if _run.owed is not None:
+        _run.critical = False
+        _take_owed()
+    if not _run.critical:
         return
     _run.critical = False
     if _run.pending is not None and not _run.cleaning:
@@ -441,6 +573,7 @@ def after_method_control(
 ) -> None:
     """After an interrupted method: undo this run's faults at once."""
     _run.critical = False
+    _run.owed = None  # the run unwinds: nothing is owed any more
     if _run.signal is not None:
         _undo_outstanding(f"after {_run.signal}")
         _run.cleaning = False  # the run is unwinding already: pending is moot

@@ -113,11 +113,15 @@ class LoadSession:
 
     def captured(self, key: str) -> list:
         """The values captured under `key` so far (live), or at the end."""
-        if self.result is not None:
-            return list(_flatten(self.result.captures).get(key, []))
-        if self.done.is_set():  # ended without a result
+        if self.done.is_set() and self.result is None:  # the run failed
             return []
-        return self.ask(lambda run: list(_flatten(run.live_captures).get(key, [])))
+        return self.ask(lambda run: self._captured_now(run, key))
+
+    def _captured_now(self, run: LoadRun, key: str) -> list:
+        """On the engine's thread (or after the run): the result's, else the live."""
+        result = run.result
+        captures = run.live_captures if result is None else result.captures
+        return list(_flatten(captures).get(key, []))
 
     # -- record ---------------------------------------------------------------
     def thresholds(self) -> dict:
