@@ -8,7 +8,7 @@ import json
 import resource
 import sys
 
-from chaospika.load import runner
+from chaospika.loadengine import run
 
 TREND_STATS = ["avg", "med", "p(95)", "p(99)", "max"]
 
@@ -21,7 +21,7 @@ def cpu_seconds() -> float:
 def main(raw: str) -> None:
     spec = {**json.loads(raw), "summaryTrendStats": TREND_STATS}
     before = cpu_seconds()
-    result = runner.run(spec)
+    result = run(spec)
     run_cpu = cpu_seconds() - before
     registry = result.registry
 

@@ -69,10 +69,9 @@ WAYS = ("direct", "socat", "proxy", "toxic")
 
 def child(spec_text: str, warmup: float) -> None:
     """Run one load spec; print one JSON line with the durations after `warmup`."""
-    from chaospika.load import runner
-    from chaospika.load.scenario import parse_spec
+    from chaospika.loadengine import LoadRun
 
-    load = parse_spec(json.loads(spec_text))
+    load = LoadRun(json.loads(spec_text))  # its registry exists before the run
     recorded = load.registry.add
     kept: list[float] = []
     early: list[float] = []
@@ -86,7 +85,7 @@ def child(spec_text: str, warmup: float) -> None:
             (early if started < warmup else kept).append(value)
 
     load.registry.add = add  # type: ignore[method-assign]
-    result = runner.run(load)
+    result = load.run()
     registry = result.registry
     print(
         json.dumps(

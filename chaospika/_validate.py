@@ -83,8 +83,7 @@ def require_duration(
     maximum: float | None = None,
 ) -> float:
     """Return `value` in seconds: a number of seconds or a string like "30s", "250ms"."""
-    from chaospika.load.errors import ScenarioError
-    from chaospika.load.units import parse_duration
+    from chaospika.loadengine import ScenarioError, parse_duration
 
     seconds = None
     if isinstance(value, str | int | float) and not isinstance(value, bool):

@@ -308,7 +308,7 @@ def test_stop_load_fails_when_the_load_ended_without_a_result():
 
     spec = {"vus": 1, "iterations": 1, "steps": [{"think": 0}]}
     session = LoadSession("broken", spec, None)
-    session.error = RuntimeError("engine crashed")  # as run() keeps a failure
+    session.run_handle.error = RuntimeError("engine crashed")  # as run() keeps it
     session.done.set()
     with pytest.raises(ActivityFailed, match="without a result: RuntimeError"):
         stop_load("broken", timeout=1)

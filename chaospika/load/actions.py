@@ -7,9 +7,8 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaospika._validate import require_duration, require_text
-from chaospika.load import lifecycle
-from chaospika.load.errors import ScenarioError
 from chaospika.load.session import LoadSession, get_session, load_spec_file
+from chaospika.loadengine import ScenarioError, running_loads, stop_all, wait_all
 
 __all__ = ["run_load", "stop_all_loads", "stop_load"]
 
@@ -101,8 +100,8 @@ def stop_all_loads(
     atexit hook may call it. With `timeout` > 0 it also waits that long for
     them to end, and fails if some have not.
     """
-    asked = lifecycle.stop_all()
-    if timeout and timeout > 0 and not lifecycle.wait_all(timeout):
-        left = lifecycle.running_loads()
+    asked = stop_all()
+    if timeout and timeout > 0 and not wait_all(timeout):
+        left = running_loads()
         raise ActivityFailed(f"{left} load runs did not stop within {timeout:g} s")
     return asked

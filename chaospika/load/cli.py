@@ -60,10 +60,8 @@ def load_run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> tuple:
     """(session, time limit, sample outputs); ValueError/OSError: exit 104."""
-    from chaospika.load.output import open_output, parse_out
-    from chaospika.load.runner import run_deadline
     from chaospika.load.session import LoadSession, load_spec_file
-    from chaospika.load.shortcuts import override
+    from chaospika.loadengine import open_output, override, parse_out, run_deadline
 
     for item in args.env or ():
         key, sep, value = item.partition("=")
@@ -98,7 +96,7 @@ def _prepare(args: argparse.Namespace) -> tuple:
     opened = []
     for kind, path in outputs:  # each output wraps the previous one's recording
         opened.append(open_output(kind, path, sources))
-        opened[-1].attach(session.load.registry)
+        opened[-1].attach(session.run_handle.registry)
     return session, limit, opened
 
 
@@ -125,9 +123,9 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
         with open(args.summary_export, "w") as handle:
             json.dump(result.summary_export, handle, indent=2)
     if args.summary_json:
-        from chaospika.load import summary
+        from chaospika.loadengine import summary_data
 
-        data = summary.data(
+        data = summary_data(
             result.registry,
             result.thresholds,
             result.duration_s,
@@ -159,7 +157,7 @@ class ProgressLine:
 
     def __call__(self, progress: dict) -> None:
         """Show one report (nothing when quiet)."""
-        from chaospika.load.progress import progress_line, progress_parts, wrap_parts
+        from chaospika.loadengine import progress_line, progress_parts, wrap_parts
 
         if self.quiet:
             return
@@ -266,6 +264,6 @@ def add_load_commands(commands: argparse._SubParsersAction) -> None:
         help="do not judge the thresholds (exit 0 whatever they say)",
     )
     run.set_defaults(handler=load_run)
-    from chaospika.load.k6.operator import add_operator_command
+    from chaospika.loadengine import add_operator_command
 
     add_operator_command(actions)  # load k6-operator SPEC --parallelism N

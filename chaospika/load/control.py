@@ -15,8 +15,8 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from chaospika.load.errors import ScenarioError
 from chaospika.load.session import LoadSession, get_session, load_spec_file
+from chaospika.loadengine import ScenarioError
 
 __all__ = ["after_experiment_control", "before_experiment_control"]
 

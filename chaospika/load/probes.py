@@ -5,9 +5,8 @@ from chaoslib.types import Configuration, Secrets
 
 from chaospika import _records
 from chaospika._validate import require_text
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry, parse_selector
 from chaospika.load.session import RECORD_KIND, LoadSession, get_session
+from chaospika.loadengine import Registry, ScenarioError, parse_selector
 
 __all__ = ["captured", "load_failures", "metric", "thresholds_passed", "time_series"]
 
@@ -64,8 +63,8 @@ def metric(
     metric = _selector(metric)
     stat = require_text("stat", stat)
 
-    def read(load):
-        registry = load.registry
+    def read(run):
+        registry = run.registry
         _require_tracked(registry, metric)
         try:
             stats = registry.stats(metric, trend_stats=[stat])
@@ -96,9 +95,9 @@ def time_series(
     session = _session(name)
     metric = _selector(metric)
 
-    def read(load):
-        _require_tracked(load.registry, metric)
-        return [dict(point) for point in load.registry.series.get(metric, [])]
+    def read(run):
+        _require_tracked(run.registry, metric)
+        return [dict(point) for point in run.registry.series.get(metric, [])]
 
     return session.ask(read)
 
@@ -114,8 +113,8 @@ def load_failures(
     if session is None:
         return {"ran": False, "requests": 0, "failed": 0, "ratio": None}
 
-    def read(load):
-        registry = load.registry
+    def read(run):
+        registry = run.registry
         requests = registry.stats("http_reqs", duration=registry.elapsed)["count"]
         failed = registry.stats("http_req_failed")["passes"]
         return {

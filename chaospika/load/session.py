@@ -1,35 +1,28 @@
 """A load run inside a Chaos Toolkit experiment, reachable by its name.
 
-The run executes on its own thread and event loop. Probes ask it questions
-(a threshold verdict, a metric, the values captured so far) that are answered
-on that loop at its next one-second tick, so nothing reads the registry or the
-captures while the engine writes them.
-A spec with `"engine": "k6"` runs on the real k6 binary (chaospika.load.k6):
-its samples reach the registry about once a second, so live answers are up
-to ~2 s behind k6, and exact once the run has ended.
+The run is a `chaospika.loadengine.LoadRun` on its own thread and event loop.
+Probes ask it questions (a threshold verdict, a metric, the values captured so
+far) that are answered on that loop at its next one-second tick, so nothing
+reads the registry or the captures while the engine writes them. A spec with
+`"engine": "k6"` runs on the real k6 binary: its samples reach the registry
+about once a second, so live answers are up to ~2 s behind k6, and exact once
+the run has ended.
 """
 
 import json
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from typing import Any
 
 from chaospika import _records
-from chaospika.load.k6 import run_k6
-from chaospika.load.lifecycle import StopFlag, active_run
-from chaospika.load.progress import progress_line
-from chaospika.load.runner import LoadResult, either, run
-from chaospika.load.scenario import LoadSpec, parse_spec
+from chaospika.loadengine import LoadResult, LoadRun, progress_line
 
 __all__ = ["RECORD_KIND", "LoadSession", "get_session", "load_spec_file"]
 
 logger = logging.getLogger("chaostoolkit")
 RECORD_KIND = "load"
-ANSWER_TIMEOUT_S = 5.0
 
 _sessions: dict[str, "LoadSession"] = {}
 _sessions_lock = threading.Lock()
@@ -61,98 +54,59 @@ class LoadSession:
         self.name = name
         self.log_summary = log_summary  # False: the caller prints it (the CLI)
         self.show_progress = show_progress or self._log_progress
-        self.load: LoadSpec = parse_spec(spec)
-        self.max_duration = max_duration
-        self.stop_event = StopFlag()  # lock-free: `stop` is safe in a signal handler
-        self.done = threading.Event()
-        self.result: LoadResult | None = None
-        self.error: BaseException | None = None
-        self.progress: dict = {}
-        self._live_captures: dict = {}  # the engine's, read on its thread only
-        self._questions: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.run_handle = LoadRun(
+            spec,
+            max_duration=max_duration,
+            on_progress=self.show_progress,  # the engine logs what it raises
+            on_end=self._save,
+            name=name,
+        )
+        self.load = self.run_handle.spec
+        self.done = self.run_handle.done
         with _sessions_lock:
             _sessions[name] = self
         _records.put(RECORD_KIND, name, {"name": name, "running": True})
 
+    @property
+    def result(self) -> LoadResult | None:
+        return self.run_handle.result
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.run_handle.error
+
+    @property
+    def progress(self) -> dict:
+        return self.run_handle.progress
+
     # -- running --------------------------------------------------------------
     def run(self) -> LoadResult:
         """Run to the end on the calling thread and return the result."""
-        engine = run_k6 if self.load.engine == "k6" else run
-        try:
-            with active_run() as flag:  # stop_all() reaches the k6 engine too
-                self.result = engine(
-                    self.load,
-                    max_duration=self.max_duration,
-                    on_progress=self._on_progress,
-                    stop_event=either(flag, self.stop_event),
-                )
-            return self.result
-        except BaseException as error:
-            self.error = error
-            raise
-        finally:
-            self._answer_pending()
-            self.done.set()
-            self._save()
+        return self.run_handle.run()
 
     def start(self) -> None:
         """Run on a daemon thread; `wait` or `stop` end it."""
-        self._thread = threading.Thread(
-            target=self._run_quietly, name=f"pika-load-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def _run_quietly(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            logger.exception("load '%s' failed", self.name)
+        self.run_handle.start()
 
     def request_stop(self) -> None:
         """Ask the run to stop; no lock, no wait: safe in a signal handler."""
-        self.stop_event.set()
+        self.run_handle.request_stop()
 
     def stop(self, timeout: float = 60.0) -> LoadResult | None:
         """Ask the run to stop, wait for it, and return its result.
 
         Whether it did stop within `timeout` is `self.done.is_set()`.
         """
-        self.request_stop()
-        return self.wait(timeout)
+        return self.run_handle.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> LoadResult | None:
         """Wait until the run has ended; its result (None if it failed)."""
-        self.done.wait(timeout)
-        return self.result
+        return self.run_handle.wait(timeout)
 
     # -- live questions -------------------------------------------------------
-    def ask(self, question: Callable[[LoadSpec], Any]) -> Any:
-        """Evaluate `question(load)` safely: on the engine's loop while it runs."""
-        if self.done.is_set():
-            return question(self.load)
-        answer: Future = Future()
-        self._questions.put((question, answer))
-        if self.done.is_set():  # ended meanwhile: no tick will come
-            self._answer_pending()
-        return answer.result(timeout=ANSWER_TIMEOUT_S + 1.5)
-
-    def _answer_pending(self) -> None:
-        while True:
-            try:
-                question, answer = self._questions.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                answer.set_result(question(self.load))
-            except Exception as error:  # noqa: BLE001 - handed to the asker
-                answer.set_exception(error)
-
-    def _on_progress(self, progress: dict) -> None:
-        self._live_captures = progress.pop("captures", None) or {}
-        self.progress = progress
-        self._answer_pending()
-        self.show_progress(progress)  # the engine logs what it raises
+    def ask(self, question: Callable[[LoadRun], Any]) -> Any:
+        """Evaluate `question(run)` (read `run.registry`) safely while it runs."""
+        return self.run_handle.ask(question)
 
     def _log_progress(self, progress: dict) -> None:
         logger.info("load '%s' %s", self.name, progress_line(progress))
@@ -161,20 +115,18 @@ class LoadSession:
         """The values captured under `key` so far (live), or at the end."""
         if self.done.is_set() and self.result is None:  # the run failed
             return []
-        return self.ask(lambda load: self._captured_now(key))
+        return self.ask(lambda run: self._captured_now(run, key))
 
-    def _captured_now(self, key: str) -> list:
+    def _captured_now(self, run: LoadRun, key: str) -> list:
         """On the engine's thread (or after the run): the result's, else the live."""
-        result = self.result
-        captures = self._live_captures if result is None else result.captures
+        result = run.result
+        captures = run.live_captures if result is None else result.captures
         return list(_flatten(captures).get(key, []))
 
     # -- record ---------------------------------------------------------------
     def thresholds(self) -> dict:
         """Threshold verdicts now (live) or at the end."""
-        if self.result is not None:
-            return self.result.thresholds
-        return self.ask(lambda load: load.thresholds.final(load.registry))
+        return self.run_handle.thresholds()
 
     def summary(self) -> dict:
         """A JSON-friendly summary of the finished run for the journal."""
@@ -197,7 +149,7 @@ class LoadSession:
             "captures": captures,
         }
 
-    def _save(self) -> None:
+    def _save(self, run: LoadRun) -> None:
         record = self.summary()
         record["running"] = False
         record["captures_by_scenario"] = self.result.captures if self.result else {}

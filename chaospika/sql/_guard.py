@@ -11,8 +11,7 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 
 from chaospika._validate import require_number
-from chaospika.load.errors import ScenarioError
-from chaospika.load.units import parse_duration
+from chaospika.loadengine import ScenarioError, parse_duration
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Frame, Opcode
 
 from chaospika import __version__
-from chaospika.load.ws import WsClosed, WsError, WsSession
+from chaospika.loadengine import WsClosed, WsError, WsSession
 
 __all__ = [
     "ConnectFailed",

@@ -12,9 +12,13 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry, parse_selector
-from chaospika.load.thresholds import ThresholdSet, parse_thresholds
+from chaospika.loadengine import (
+    Registry,
+    ScenarioError,
+    ThresholdSet,
+    parse_selector,
+    parse_thresholds,
+)
 
 __all__ = ["METRICS", "Measures", "event_loop"]
 

@@ -34,7 +34,7 @@ from chaospika._validate import (
     require_text,
     require_url,
 )
-from chaospika.load.ws import WsClosed, WsSession
+from chaospika.loadengine import WsClosed, WsSession
 from chaospika.ws._conn import (
     ConnectFailed,
     StampedConnection,

@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 
 from chaospika._ports import free_port
-from chaospika.load.metrics import Registry
-from chaospika.load.thresholds import parse_thresholds
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.thresholds import parse_thresholds
 
 K6_VERSION = "v1.1.0"
 DATA = Path(__file__).parent / "data"

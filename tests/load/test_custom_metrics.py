@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.k6 import translate
-from chaospika.load.runner import run
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine import run
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.k6 import translate
+from chaospika.loadengine.scenario import parse_spec
 
 EXEC_MODULE = """
 async def like(vu):

@@ -12,7 +12,7 @@ import pytest
 from jwt_flow import CALLS_PER_LOGIN, JwtService
 
 from chaospika._ports import free_port
-from chaospika.load.runner import run_async
+from chaospika.loadengine import run_async
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,16 +11,16 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from chaospika.load.executors import (
+from chaospika.loadengine.executors import (
     EXECUTORS,
     ExecutionState,
     ScenarioConfig,
     Segment,
 )
-from chaospika.load.executors.base import WHOLE
-from chaospika.load.executors.options import IterationsOptions, Stage
-from chaospika.load.executors.ramping_arrival_rate import arrival_offsets
-from chaospika.load.executors.ramping_vus import graceful_steps, raw_steps
+from chaospika.loadengine.executors.base import WHOLE
+from chaospika.loadengine.executors.options import IterationsOptions, Stage
+from chaospika.loadengine.executors.ramping_arrival_rate import arrival_offsets
+from chaospika.loadengine.executors.ramping_vus import graceful_steps, raw_steps
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,10 +93,10 @@ class Harness:
 
 
 def _build(kind, values):
-    from chaospika.load.executors import constant_arrival_rate as car
-    from chaospika.load.executors import constant_vus as cv
-    from chaospika.load.executors import ramping_arrival_rate as rar
-    from chaospika.load.executors import ramping_vus as rv
+    from chaospika.loadengine.executors import constant_arrival_rate as car
+    from chaospika.loadengine.executors import constant_vus as cv
+    from chaospika.loadengine.executors import ramping_arrival_rate as rar
+    from chaospika.loadengine.executors import ramping_vus as rv
 
     classes = {
         "constant-vus": cv.ConstantVUsOptions,

@@ -6,13 +6,9 @@ import random
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from chaospika.load import metrics
-from chaospika.load.metrics import (
-    FOLD_SLICE,
-    HDR_DIGITS,
-    HDR_HIGHEST,
-    Registry,
-)
+from chaospika.loadengine import metrics
+from chaospika.loadengine.percentiles import HDR_DIGITS, HDR_HIGHEST
+from chaospika.loadengine.registry import FOLD_SLICE, Registry
 
 SMALL_LIMIT = 4096  # these tests cover HDR mode too: trends leave exact mode sooner
 

@@ -11,11 +11,11 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load import vu as vu_module
-from chaospika.load.metrics import Registry
-from chaospika.load.runner import run as run_load
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU, CaptureList, capture_warnings, merge_captures
+from chaospika.loadengine import run as run_load
+from chaospika.loadengine import vu as vu_module
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU, CaptureList, capture_warnings, merge_captures
 
 FIELD = "scenarios.shop.steps"
 
@@ -64,7 +64,7 @@ def test_each_group_execution_records_group_duration():
                 },
                 {"request": {"url": f"{server.url}/id"}},
             ]
-            iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+            iteration = compile_steps(FIELD, steps, scenario="shop")
             vu = VU(1, "shop", registry, {})
             for _ in range(3):
                 await iteration(vu)
@@ -89,7 +89,7 @@ def test_a_group_stopped_by_an_error_still_records_its_duration(caplog):
             "steps": [{"request": {"url": "http://127.0.0.1:9/{{var.never}}"}}],
         }
     ]
-    iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+    iteration = compile_steps(FIELD, steps, scenario="shop")
 
     async def scenario() -> None:
         vu = VU(1, "shop", registry, {})

@@ -13,9 +13,9 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load.http1 import HttpClient, encode_request, parse_url
-from chaospika.load.metrics import Registry
-from chaospika.load.vu import VU
+from chaospika.loadengine.http1 import HttpClient, encode_request, parse_url
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.vu import VU
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 

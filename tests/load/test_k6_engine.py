@@ -17,12 +17,12 @@ from sandbox_fixtures import wait_until
 
 from chaospika._ports import free_port
 from chaospika.load import probes
-from chaospika.load.errors import ScenarioError
-from chaospika.load.k6 import BINARY_ENV, K6Error, find_k6, run_k6, translate
-from chaospika.load.k6.samples import split_extra_tags
-from chaospika.load.runner import run
-from chaospika.load.scenario import parse_spec
 from chaospika.load.session import LoadSession
+from chaospika.loadengine import run
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.k6 import BINARY_ENV, K6Error, find_k6, run_k6, translate
+from chaospika.loadengine.k6.samples import split_extra_tags
+from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from chaospika.cli import main
-from chaospika.load.errors import ScenarioError
-from chaospika.load.k6 import find_k6, translate
-from chaospika.load.k6.operator import default_name, manifests, max_vus
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.k6 import find_k6, translate
+from chaospika.loadengine.k6.operator import default_name, manifests, max_vus
+from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -29,14 +29,15 @@ from k6_parity import (
 )
 from k6_reference import TABLE_FILE
 
-from chaospika.load import metrics
-from chaospika.load.errors import ScenarioError
-from chaospika.load.http1 import USER_AGENT
-from chaospika.load.metrics import HDR_RELATIVE_ERROR, Registry
-from chaospika.load.output import CsvOutput, JsonLinesOutput
-from chaospika.load.runner import AbortClock, run
-from chaospika.load.scenario import parse_spec
-from chaospika.load.thresholds import parse_thresholds
+from chaospika.loadengine import LoadRun, metrics, run
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.http1 import USER_AGENT
+from chaospika.loadengine.output import CsvOutput, JsonLinesOutput
+from chaospika.loadengine.percentiles import HDR_RELATIVE_ERROR
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.runner import AbortClock
+from chaospika.loadengine.scenario import parse_spec
+from chaospika.loadengine.thresholds import parse_thresholds
 
 K6 = json.loads(PARITY_FILE.read_text())
 CHAOSPIKA = Path(sys.executable).with_name("chaospika")
@@ -54,12 +55,12 @@ def _normalise(value, base: str):
 def tags_run():
     """Our run of k6's tags script: samples (as k6 JSON lines), export, host."""
     with Server() as server:
-        load = parse_spec(tags_spec(server.url))
+        load = LoadRun(tags_spec(server.url))  # its registry exists before the run
         sink, csv_sink = io.StringIO(), io.StringIO()
         output, csv_output = JsonLinesOutput(sink, {}), CsvOutput(csv_sink)
         output.attach(load.registry)
         csv_output.attach(load.registry)  # two outputs at once, as --out twice
-        result = run(load)
+        result = load.run()
         output.flush()
         csv_output.flush()
         text, csv_text = sink.getvalue(), csv_sink.getvalue()
@@ -396,7 +397,7 @@ def test_top_level_shortcuts_are_k6s_default_scenario(shortcuts, description):
 
 
 def test_cli_overrides_replace_the_scenarios_like_k6():
-    from chaospika.load.shortcuts import override
+    from chaospika.loadengine.shortcuts import override
 
     one = {"scenarios": {"a": {"executor": "per-vu-iterations", "steps": [1]}}}
     assert override(one, vus=10, duration="30s") == {
@@ -469,7 +470,7 @@ async def cookie_flow(vu):
 
 
 def test_cookie_jar_rules():
-    from chaospika.load.cookies import CookieJar
+    from chaospika.loadengine.cookies import CookieJar
 
     jar = CookieJar()
     jar.store(
@@ -506,7 +507,7 @@ def test_batch_sends_its_requests_in_parallel():
 
 
 def test_batch_cannot_run_on_k6():
-    from chaospika.load.k6.script import translate
+    from chaospika.loadengine.k6.script import translate
 
     spec = {"engine": "k6", "iterations": 1, "steps": [{"batch": [{"request": {
         "url": "http://127.0.0.1:1/"}}]}]}  # fmt: skip
@@ -542,7 +543,7 @@ def test_setup_data_reaches_every_vu_and_teardown():
 
 
 def test_setup_cannot_run_on_k6():
-    from chaospika.load.k6.script import translate
+    from chaospika.loadengine.k6.script import translate
 
     hook = {"steps": [{"think": 0}]}
     with pytest.raises(ScenarioError, match="pika engine only"):

@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.k6 import BINARY_ENV, K6Error, find_k6, run_k6, translate
-from chaospika.load.k6.segments import COUNTER_LINE, segment_flags, segment_source
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.k6 import BINARY_ENV, K6Error, find_k6, run_k6, translate
+from chaospika.loadengine.k6.segments import COUNTER_LINE, segment_flags, segment_source
+from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from chaospika.load import lifecycle
 from chaospika.load.actions import stop_all_loads
-from chaospika.load.runner import run
+from chaospika.loadengine import lifecycle, run
 
 STOP_BOUND = 5.0  # seconds a stop may take (~50 ms on an idle machine)
 

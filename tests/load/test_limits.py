@@ -5,10 +5,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.limits import DEFAULT_MAX_VUS, Limits
-from chaospika.load.runner import run
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine import run
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.limits import DEFAULT_MAX_VUS, Limits
+from chaospika.loadengine.scenario import parse_spec
 
 STEPS = [{"request": {"url": "http://127.0.0.1:9/"}}]
 

@@ -8,16 +8,11 @@ import random
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from chaospika.load import metrics
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import (
-    BUILTIN_METRICS,
-    HDR_DIGITS,
-    HDR_HIGHEST,
-    Registry,
-    hdr_index,
-    parse_selector,
-)
+from chaospika.loadengine import metrics
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.percentiles import HDR_DIGITS, HDR_HIGHEST, hdr_index
+from chaospika.loadengine.registry import BUILTIN_METRICS, Registry
+from chaospika.loadengine.tags import parse_selector
 
 SMALL_LIMIT = 4096  # these tests cover HDR mode too: trends leave exact mode sooner
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from chaospika.load.cli import ProgressLine
-from chaospika.load.metrics import Registry
-from chaospika.load.progress import (
+from chaospika.loadengine import LoadRun
+from chaospika.loadengine.progress import (
     LAG_LIMIT_MS,
     LagMonitor,
     ProgressMeter,
@@ -23,8 +23,7 @@ from chaospika.load.progress import (
     progress_line,
     wrap_parts,
 )
-from chaospika.load.runner import run
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine.registry import Registry
 
 
 def second_of(monitor: LagMonitor, lags_ms: list[float]) -> None:
@@ -188,7 +187,6 @@ def check_reports(reports: list[tuple[dict, dict]], server: FailingServer) -> No
 
 
 def run_and_watch(spec: dict) -> tuple[list, Any]:
-    load = parse_spec(spec)
     reports = []
 
     def on_progress(report: dict) -> None:
@@ -196,8 +194,8 @@ def run_and_watch(spec: dict) -> tuple[list, Any]:
         seen = registry_view(load.registry)
         reports.append(({k: v for k, v in report.items() if k != "captures"}, seen))
 
-    result = run(load, on_progress=on_progress, max_duration=20)
-    return reports, result
+    load = LoadRun(spec, on_progress=on_progress, max_duration=20)
+    return reports, load.run()
 
 
 def test_progress_reports_p95_and_failures_of_a_failing_server(server):

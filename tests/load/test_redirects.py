@@ -10,14 +10,14 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.http1 import Origin, Response, next_hop
-from chaospika.load.k6.script import translate
-from chaospika.load.metrics import Registry
-from chaospika.load.runner import run as run_load
-from chaospika.load.scenario import parse_spec
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU
+from chaospika.loadengine import run as run_load
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.http1 import Origin, Response, next_hop
+from chaospika.loadengine.k6.script import translate
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.scenario import parse_spec
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU
 
 FIELD = "scenarios.web.steps"
 
@@ -92,7 +92,7 @@ def request_step(url: str, **extra) -> dict:
 
 async def run_steps(steps: list, registry: Registry, max_redirects=None) -> VU:
     """One iteration of `steps` on a fresh VU; returns the VU (its vars)."""
-    iteration = compile_steps(FIELD, steps, scenario="web", registry=registry)
+    iteration = compile_steps(FIELD, steps, scenario="web")
     vu = VU(1, "web", registry, {}, max_redirects=max_redirects)
     try:
         await iteration(vu)
@@ -356,7 +356,7 @@ def test_a_spec_with_max_redirects_runs_and_translates_to_k6():
 def test_bad_limits_are_named(value):
     step = request_step("http://127.0.0.1:9/x", request={"redirects": value})
     with pytest.raises(ScenarioError) as error:
-        compile_steps(FIELD, [step], scenario="web", registry=Registry())
+        compile_steps(FIELD, [step], scenario="web")
     assert error.value.field == f"{FIELD}[0].request.redirects"
     spec = {
         "maxRedirects": value,

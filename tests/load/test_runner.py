@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.runner import LoadResult, planned_vus, run, run_async
-from chaospika.load.scenario import parse_spec
+from chaospika.loadengine import LoadResult, LoadRun, run, run_async
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.runner import planned_vus
+from chaospika.loadengine.scenario import parse_spec
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -431,3 +432,18 @@ def test_dropped_iterations_are_counted_and_reported():
     assert result.scenarios["main"]["interrupted"] == 1
     dropped = "scenario main: 20 iterations dropped (no free VU"
     assert any(warning.startswith(dropped) for warning in result.warnings)
+
+
+def test_a_load_run_handle_answers_while_running_and_stops():
+    spec = one_scenario(
+        executor="constant-vus", vus=2, duration="30s", exec="test_runner:capture_vu"
+    )
+    handle = LoadRun(spec, name="handle")
+    handle.start()
+    live = handle.ask(lambda run: run.registry.stats("iterations")["count"])
+    assert live > 0 and not handle.done.is_set()
+    assert handle.thresholds() == {}
+    result = handle.stop(timeout=20)
+    assert handle.done.is_set() and result is handle.result
+    assert result.stopped_by == "stop_event" and result.registry is handle.registry
+    assert result.duration_s < 20

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import DEFAULT_TREND_STATS
-from chaospika.load.scenario import LoadSpec, parse_spec
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.metrics import DEFAULT_TREND_STATS
+from chaospika.loadengine.scenario import LoadSpec, parse_spec
 
 THINK = [{"think": "10ms"}]
 
@@ -278,3 +278,23 @@ def test_an_unknown_threshold_metric_is_named():
 def test_error_messages_say_what_was_expected():
     error = error_of(spec_with(executor="constant-vus", vus=-2, duration="1s"))
     assert str(error) == "scenarios.main.vus: must be >= 1, got -2"
+
+
+def test_a_spec_holds_no_metrics_each_run_makes_its_registry():
+    load = parse_spec(
+        {
+            "metrics": {"likes": {"type": "trend", "isTime": True}},
+            "thresholds": {"http_reqs{ scenario:default }": ["count>0"]},
+            "vus": 1,
+            "iterations": 1,
+            "steps": THINK,
+        }
+    )
+    assert not hasattr(load, "registry")
+    first, second = load.new_registry(), load.new_registry()
+    assert first is not second
+    assert first.metric("likes").contains == "time"
+    assert "http_reqs{scenario:default}" in first  # the threshold's sub-metric
+    first.add("likes", 5.0)
+    assert first.stats("likes", ["count"])["count"] == 1
+    assert second.stats("likes", ["count"])["count"] == 0

@@ -10,17 +10,18 @@ from aiohttp import web
 from local_app import LocalApp
 
 from chaospika._ports import free_port
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry
-from chaospika.load.steps import compile_exec, compile_jsonpath, compile_steps
-from chaospika.load.vu import VU
+from chaospika.loadengine.checks import compile_jsonpath
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.steps import compile_exec, compile_steps
+from chaospika.loadengine.vu import VU
 
 FIELD = "scenarios.shop.steps"
 URL = "http://127.0.0.1:9/x"
 
 
 def compile_one(step):
-    return compile_steps(FIELD, [step], scenario="shop", registry=Registry())
+    return compile_steps(FIELD, [step], scenario="shop")
 
 
 BAD_STEPS = [
@@ -132,7 +133,7 @@ def test_every_bad_field_is_named(step, field_end):
 @pytest.mark.parametrize("steps", [[], {"request": {"url": URL}}, None])
 def test_steps_must_be_a_non_empty_list(steps):
     with pytest.raises(ScenarioError) as caught:
-        compile_steps(FIELD, steps, scenario="shop", registry=Registry())
+        compile_steps(FIELD, steps, scenario="shop")
     assert caught.value.field == FIELD
 
 
@@ -240,9 +241,7 @@ def test_steps_run_against_a_real_server(monkeypatch):
             registry = Registry()
             registry.submetric("http_reqs{name:create order}")
             registry.submetric(f"http_reqs{{url:{shop.url}/orders/o-1}}")
-            iteration = compile_steps(
-                FIELD, ORDER_STEPS, scenario="shop", registry=registry
-            )
+            iteration = compile_steps(FIELD, ORDER_STEPS, scenario="shop")
             captures: dict = {}
             vus = [VU(n, "shop", registry, captures, {"env": "test"}) for n in (1, 2)]
             await iterate(iteration, vus, 3)
@@ -295,7 +294,7 @@ def test_failed_checks_expected_statuses_and_refused_connections():
                     ],
                 },
             ]
-            iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+            iteration = compile_steps(FIELD, steps, scenario="shop")
             await iterate(iteration, [VU(1, "shop", registry, {}, {})], 1)
             return registry
 
@@ -322,7 +321,7 @@ def test_missing_var_ends_the_iteration_with_a_warning(caplog):
                 },
             ]
             registry = Registry()
-            iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+            iteration = compile_steps(FIELD, steps, scenario="shop")
             await iterate(iteration, [VU(1, "shop", registry, {}, {})], 2)
             return shop, registry
 
@@ -386,7 +385,7 @@ def test_dynamic_url_without_name_tags_the_rendered_url():
             registry.submetric(f"http_reqs{{url:{shop.url}/orders/v2}}")
             registry.submetric(f"http_reqs{{name:{shop.url}/orders/v{{{{vu}}}}}}")
             steps = [{"request": {"url": f"{shop.url}/orders/v{{{{vu}}}}"}}]
-            iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+            iteration = compile_steps(FIELD, steps, scenario="shop")
             await iterate(
                 iteration, [VU(n, "shop", registry, {}, {}) for n in (1, 2)], 2
             )
@@ -408,7 +407,7 @@ def test_env_url_without_name_is_tagged_resolved(monkeypatch):
             registry.submetric(f"http_reqs{{name:{shop.url}/orders/7}}")
             registry.submetric(f"http_reqs{{url:{shop.url}/orders/7}}")
             steps = [{"request": {"url": "{{env.SHOP_URL}}/orders/7"}}]
-            iteration = compile_steps(FIELD, steps, scenario="shop", registry=registry)
+            iteration = compile_steps(FIELD, steps, scenario="shop")
             await iterate(iteration, [VU(1, "shop", registry, {}, {})], 3)
             return shop, registry
 

@@ -13,9 +13,9 @@ from k6_reference import (
     run_summary,
 )
 
-from chaospika.load import summary
-from chaospika.load.metrics import Registry
-from chaospika.load.thresholds import parse_thresholds
+from chaospika.loadengine import summary
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.thresholds import parse_thresholds
 
 RUN = json.loads(SUMMARY_FILE.read_text())
 TABLE = json.loads(TABLE_FILE.read_text())

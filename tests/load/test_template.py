@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry
-from chaospika.load.template import (
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.template import (
     Template,
     TemplateError,
     compile_json,
@@ -16,7 +16,7 @@ from chaospika.load.template import (
     compile_value,
     concat_text,
 )
-from chaospika.load.vu import VU
+from chaospika.loadengine.vu import VU
 
 
 def make_vu(id: int = 3, iteration: int = 5, **vars) -> VU:

@@ -13,9 +13,9 @@ from k6_reference import (
     run_table,
 )
 
-from chaospika.load.errors import ScenarioError
-from chaospika.load.metrics import Registry
-from chaospika.load.thresholds import parse_expression, parse_thresholds
+from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.thresholds import parse_expression, parse_thresholds
 
 TABLE = json.loads(TABLE_FILE.read_text())
 

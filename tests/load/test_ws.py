@@ -11,10 +11,10 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from chaospika._ports import free_port
-from chaospika.load.metrics import Registry
-from chaospika.load.steps import compile_steps
-from chaospika.load.vu import VU
-from chaospika.load.ws import WsClosed, WsError
+from chaospika.loadengine.registry import Registry
+from chaospika.loadengine.steps import compile_steps
+from chaospika.loadengine.vu import VU
+from chaospika.loadengine.ws import WsClosed, WsError
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 
@@ -82,9 +82,7 @@ def stats(registry: Registry, name: str) -> dict:
 
 
 def ws_iteration(registry: Registry, ws: dict):
-    return compile_steps(
-        "scenarios.chat.steps", [{"ws": ws}], scenario="chat", registry=registry
-    )
+    return compile_steps("scenarios.chat.steps", [{"ws": ws}], scenario="chat")
 
 
 @pytest.mark.parametrize("loop", LOOPS)

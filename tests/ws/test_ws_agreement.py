@@ -21,7 +21,7 @@ import pytest
 from sandbox_fixtures import stop_process
 
 from chaospika._ports import free_port
-from chaospika.load.runner import run_async
+from chaospika.loadengine import run_async
 from chaospika.ws import probes
 from chaospika.ws._measure import event_loop
 

@@ -1,0 +1,190 @@
+"""The declarative `ws` step: connect, join, send N messages every T, expect M.
+
+A compiled step (steps.py) is a `WsPlan`; `run_ws_plan` drives it for one VU:
+hold the session open, reconnect when the server drops it, and turn every
+failure into a check. Messages are sent from loop timers and received through
+`WsSession.listen`, so a message costs no task switch and no future.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from chaospika.loadengine.ws import WsClosed, WsError, WsSession
+
+__all__ = ["WsPlan", "run_ws_plan"]
+
+logger = logging.getLogger("chaostoolkit")
+
+
+class WsPlan:
+    """A validated `ws` step (see steps.py): templates are compiled already."""
+
+    def __init__(
+        self,
+        name: str,
+        url: Any,
+        headers: dict[str, Any],
+        join: Any = None,
+        every: float = 1.0,
+        count: int = 0,
+        message: Any = None,
+        expect_count: int = 0,
+        expect_timeout: float = 0.0,
+        latency_field: str | None = None,
+        hold: float = 0.0,
+        reconnects: int = 0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.headers = headers
+        self.join = join
+        self.every = every
+        self.count = count
+        self.message = message
+        self.expect_count = expect_count
+        self.expect_timeout = expect_timeout
+        self.latency_field = latency_field
+        self.hold = hold
+        self.reconnects = reconnects
+        self.connect_timeout = connect_timeout
+
+
+class _Progress:
+    """What one run of a plan has done so far, across reconnects."""
+
+    def __init__(self, expect_count: int) -> None:
+        self.sent = 0
+        self.received = 0
+        self.expect_count = expect_count
+        self.expected = asyncio.get_running_loop().create_future()
+        if expect_count <= 0:
+            self.expected.set_result(None)
+
+    def count(self, message: Any) -> None:
+        """Count one received message (a `WsSession.listen` callback)."""
+        self.received += 1
+        if self.received == self.expect_count:
+            self.expected.set_result(None)
+
+
+class _Sender:
+    """Sends the plan's messages on its interval from loop timers; `done` at the end."""
+
+    def __init__(
+        self, vu: Any, plan: WsPlan, session: WsSession, progress: _Progress
+    ) -> None:
+        self.vu, self.plan, self.session, self.progress = vu, plan, session, progress
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        self.began = self.loop.time()
+        self.sent_here = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self._send()  # the first message goes at once
+
+    def _send(self) -> None:
+        self.timer = None
+        try:
+            self.session.send_nowait(self.plan.message.render(self.vu))
+        except WsClosed:
+            self.done.set_result(None)
+            return
+        except Exception as error:  # noqa: BLE001 - handed to the awaiting step
+            self.done.set_exception(error)
+            return
+        self.progress.sent += 1
+        self.sent_here += 1
+        if self.progress.sent >= self.plan.count:
+            self.done.set_result(None)
+            return
+        due = self.began + self.sent_here * self.plan.every
+        self.timer = self.loop.call_at(due, self._send)
+
+    def cancel(self) -> None:
+        """Stop sending (no timer is left behind)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.done.done():
+            self.done.cancel()
+
+
+async def run_ws_plan(vu: Any, plan: WsPlan, group: str | None = None) -> None:
+    """Run one `ws` step for `vu`; failures become checks, never exceptions."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    progress = _Progress(plan.expect_count)
+    for attempt in range(plan.reconnects + 1):
+        if attempt:
+            await asyncio.sleep(min(1.0, 0.1 * attempt))
+        session = vu.ws(
+            plan.url.render(vu),
+            {k: t.render(vu) for k, t in plan.headers.items()} or None,
+            plan.latency_field,
+            plan.name,
+        )
+        try:
+            await session.open(plan.connect_timeout)
+        except (OSError, TimeoutError, WsError) as error:
+            logger.debug("ws %s: connect failed: %s", plan.name, error)
+            vu.check(f"{plan.name}: connected", False, group)
+            continue
+        vu.check(f"{plan.name}: connected", True, group)
+        try:
+            lost = await _run_session(vu, plan, session, progress, start)
+        except BaseException:
+            session.abort()  # a stop (or a template error) skips the handshake
+            raise
+        await session.close()
+        if not lost:
+            break
+    if plan.expect_count:
+        vu.check(
+            f"{plan.name}: received {plan.expect_count} messages",
+            progress.received >= plan.expect_count,
+            group,
+        )
+
+
+async def _run_session(
+    vu: Any, plan: WsPlan, session: WsSession, progress: _Progress, start: float
+) -> bool:
+    """Drive one connection; True when the server dropped it before the end."""
+    loop = asyncio.get_running_loop()
+    try:
+        if plan.join is not None:
+            session.send_nowait(plan.join.render(vu))
+    except WsClosed:
+        return True
+    session.listen(progress.count)
+    ended = session.ended
+    sender = None
+    try:
+        if progress.sent < plan.count:
+            sender = _Sender(vu, plan, session, progress)
+            await asyncio.wait(
+                {sender.done, ended}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if sender.done.done() and sender.done.exception() is not None:
+                raise sender.done.exception()  # e.g. a TemplateError in the message
+            if ended.done():
+                return True
+        remaining = start + plan.hold - loop.time()
+        if remaining > 0:
+            await asyncio.wait({ended}, timeout=remaining)
+            if ended.done():
+                return True
+        remaining = start + plan.expect_timeout - loop.time()
+        if not progress.expected.done() and remaining > 0:
+            await asyncio.wait(
+                {ended, progress.expected},
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if ended.done() and not progress.expected.done():
+                return True
+        return False
+    finally:
+        if sender is not None:
+            sender.cancel()
