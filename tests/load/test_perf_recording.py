@@ -10,6 +10,7 @@ import io
 import math
 import os
 import struct
+import sys
 
 import pytest
 
@@ -120,6 +121,8 @@ def test_recorders_reject_an_unknown_metric():
 
 @pytest.mark.parametrize("plain", [True, False])
 def test_in_order_sum_adds_like_k6_on_either_path(monkeypatch, plain):
+    if plain and sys.version_info >= (3, 12):
+        pytest.skip("3.12's sum() compensates: in_order_sum never uses it there")
     monkeypatch.setattr(metrics, "_PLAIN_SUM", plain)
     assert in_order_sum([0.1] * 100) == 9.99999999999998  # not fsum's 10.0
     assert in_order_sum([1e16, 1.0, -1e16]) == 0.0  # k6 loses the 1.0 too
