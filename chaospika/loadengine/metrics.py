@@ -142,7 +142,7 @@ class CounterMetric(Metric):
 
     def _absorb(self, batch: list) -> None:
         self.total = in_order_sum(batch, self.total)
-        self.interval_total = in_order_sum(batch, self.interval_total)
+        self.interval_total = sum(batch, self.interval_total)  # per-second series only
 
     def stats(self, duration: float) -> dict:
         """k6's summary values: count and rate (0 for a zero duration)."""
@@ -320,7 +320,7 @@ class TrendMetric(Metric):
         self.min = min(self.min, low)
         self.max = max(self.max, high)
         self._interval.update(units)
-        self._interval_total = in_order_sum(batch, self._interval_total)
+        self._interval_total = sum(batch, self._interval_total)  # series only
         self._interval_max = max(self._interval_max, high)
         self._distribution = None
         if self.raw is not None and len(self.raw) + len(batch) <= EXACT_LIMIT:

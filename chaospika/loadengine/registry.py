@@ -11,6 +11,7 @@ sums, minima, maxima and histogram buckets equal those of one registry that saw
 everything. Each run makes its own (`LoadSpec.new_registry()`).
 """
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -49,10 +50,22 @@ BUILTIN_SUBMETRICS = ("http_req_duration{expected_response:true}",)
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{1,128}")
 
 
+_epochs = itertools.count(1)
+
+
+def _fan_out(targets: tuple[Callable[[Any], None], ...]) -> Callable[[Any], None]:
+    def record(value: Any) -> None:
+        for target in targets:
+            target(value)
+
+    return record
+
+
 class Registry:
     """All metrics of a test run; every part of the engine records through it."""
 
     def __init__(self) -> None:
+        self.epoch = next(_epochs)  # changes when `recorders` results go stale
         self._metrics: dict[str, Metric] = {}
         self._appends: dict[str, Callable[[Any], None]] = {}
         self._submetrics: dict[str, Metric] = {}
@@ -117,6 +130,7 @@ class Registry:
         parent = self.metric(name, field)
         metric = _CLASSES[parent.kind](canonical, parent.contains, parent, tags)
         self._submetrics[canonical] = metric
+        self.epoch = next(_epochs)  # recorders made before do not feed it
         self._routes.setdefault(name, []).append(_route_entry(tags, metric.append))
         return metric
 
@@ -141,6 +155,42 @@ class Registry:
         return result
 
     # -- hot path ------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "add":  # an output wraps `add`: recorders must go through it
+            object.__setattr__(self, "epoch", next(_epochs))
+        object.__setattr__(self, name, value)
+
+    def recorders(
+        self, names: Iterable[str], tags: Mapping
+    ) -> list[Callable[[Any], None]]:
+        """Per name, a function `record(value)` doing what `add(name, value, tags)` does.
+
+        The routing to sub-metrics is decided once, so `tags` must not change
+        afterwards. The functions stay right while `epoch` keeps its value (a new
+        sub-metric or a replaced `add` changes it): callers cache them with it.
+        """
+        result = []
+        for name in names:
+            if name not in self._appends:
+                raise ScenarioError("metrics", f"no metric named {name!r}")
+            if "add" in self.__dict__:  # wrapped by an output: call it every time
+                result.append(lambda value, name=name: self.add(name, value, tags))
+                continue
+            targets = [self._appends[name]]
+            for key, expected, target in self._routes.get(name, ()) if tags else ():
+                if key is None:
+                    targets.append(lambda value, target=target: target(value, tags))
+                    continue
+                found = tags.get(key)
+                if found == expected or (
+                    found is not None
+                    and type(found) is not str
+                    and _tag_text(found) == expected
+                ):
+                    targets.append(target)
+            result.append(targets[0] if len(targets) == 1 else _fan_out(tuple(targets)))
+        return result
+
     def add(self, name: str, value: float, tags: dict | None = None) -> None:
         """Record one value of metric `name` with the sample's tags."""
         try:

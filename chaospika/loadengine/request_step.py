@@ -47,7 +47,13 @@ from chaospika.loadengine.validate import (
     require_mapping,
     require_text,
 )
-from chaospika.loadengine.vu import VU, http_tags, record_http, record_response
+from chaospika.loadengine.vu import (
+    VU,
+    HttpRecorder,
+    http_recorder,
+    http_tags,
+    record_response,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "METHODS"]
 
@@ -202,7 +208,7 @@ class _RequestStep:
         data = self.data
         if data is None:
             data = self.render(vu)
-        if vu.cookies:  # k6's per-VU jar: the cookies earlier responses set
+        if vu.cookies.cookies:  # k6's per-VU jar: the cookies earlier responses set
             origin = self.origin
             data = vu.cookies.apply(origin.host, origin.scheme == "https", data)
         conn = vu.client.free(self.origin)
@@ -232,15 +238,13 @@ class _RequestStep:
             response = conn.response(status, _REUSED, start, written, len(data))
             await self._complete(vu, response, data)
             return
-        tags = vu.tag_cache.get(self.tag_key + status)
-        if tags is None:
-            tags = self._tags(vu, status, 0, "")
+        entry = vu.recorders.get(self.tag_key + status)
+        if entry is None or entry[0] != vu.registry.epoch:
+            entry = self._recorder(vu, status, 0, "")
         done = conn.done_ns
         first = conn.first_ns or done
-        record_http(
-            vu.registry.add,
-            tags,
-            status not in self.expected,
+        entry[1](
+            entry[2],
             len(data),
             conn.received,
             written - start,
@@ -311,11 +315,31 @@ class _RequestStep:
                 status in self.expected,
                 url,
             )
-        else:
-            tags = vu.tag_cache.get(self.tag_key + (status or response.error_code))
-            if tags is None:
-                tags = self._tags(vu, status, response.error_code, response.error)
-        record_response(vu.registry.add, tags, status not in self.expected, response)
+            record_response(
+                vu.registry.add, tags, status not in self.expected, response
+            )
+            return
+        entry = vu.recorders.get(self.tag_key + (status or response.error_code))
+        if entry is None or entry[0] != vu.registry.epoch:
+            entry = self._recorder(vu, status, response.error_code, response.error)
+        entry[1](entry[2], response.sent, response.received, *_timings(response))
+
+    def _recorder(
+        self, vu: VU, status: int, error_code: int, error: str
+    ) -> tuple[int, HttpRecorder, bool]:
+        """(registry epoch, recorder, failed) of this step's responses with `status`."""
+        key = self.tag_key + (status or error_code)
+        tags = vu.tag_cache.get(key)
+        if tags is None:
+            tags = self._tags(vu, status, error_code, error)
+        registry = vu.registry
+        entry = (
+            registry.epoch,
+            http_recorder(registry, tags),
+            status not in self.expected,
+        )
+        vu.cache_recorder(key, entry)
+        return entry
 
     def _tags(self, vu: VU, status: int, error_code: int, error: str) -> dict[str, str]:
         tags = http_tags(
@@ -333,6 +357,12 @@ class _RequestStep:
 
     def _base(self, vu: VU) -> dict[str, str]:
         return {**vu.tags, **self.base_tags} if self.base_tags else vu.tags
+
+
+def _timings(response: Response) -> tuple[int, int, int, int, int, int]:
+    """sending, waiting, receiving, blocked, connecting, TLS (ns): a recorder's order."""
+    blocked, connecting, tls, sending, waiting, receiving = response._phases
+    return sending, waiting, receiving, blocked, connecting, tls
 
 
 def _split_url(field: str, url: str, scenario: str) -> tuple[Any, Template, str]:

@@ -68,29 +68,23 @@ class WsClosed(WsError):
         self.reason = reason
 
 
-class _Masks:
-    """Frame masks from os.urandom, fetched 4 KiB at a time."""
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.position = 0
-
-    def next(self) -> bytes:
-        if self.position >= len(self.pool):
-            self.pool = os.urandom(4096)
-            self.position = 0
-        start = self.position
-        self.position = start + 4
-        return self.pool[start : start + 4]
+_masks: list[bytes] = []  # unused frame masks, taken with pop()
 
 
-_masks = _Masks()
+def _refill_masks() -> None:
+    """1,024 fresh 4-byte masks from one os.urandom call."""
+    pool = os.urandom(4096)
+    _masks.extend([pool[start : start + 4] for start in range(0, 4096, 4)])
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
     """One final, masked client frame."""
     size = len(payload)
-    mask = _masks.next()
+    try:
+        mask = _masks.pop()
+    except IndexError:
+        _refill_masks()
+        mask = _masks.pop()
     if size < 126:
         header = bytes((0x80 | opcode, 0x80 | size))
     elif size < 65536:
@@ -210,7 +204,21 @@ class _WsProtocol(asyncio.Protocol):
             end = start + length
             if end > size:
                 break
-            self._frame(first & 0x80, first & 0x0F, bytes(data[start:end]))
+            payload = data[start:end]
+            if payload.__class__ is not bytes:  # a slice of the bytearray buffer
+                payload = bytes(payload)
+            if first == 0x81:  # a whole text message: the common case, inlined
+                try:
+                    message = payload.decode()
+                except UnicodeDecodeError:
+                    self._protocol_error(1007, "invalid UTF-8 in a text message")
+                    return size
+                if self.on_message is not None:
+                    self.on_message(message)
+                else:
+                    self._queue(message)
+            else:
+                self._frame(first & 0x80, first & 0x0F, payload)
             position = end
             if self.closed is not None:
                 return size
@@ -251,7 +259,11 @@ class _WsProtocol(asyncio.Protocol):
             return
         if self.on_message is not None:
             self.on_message(message)
-            return
+        else:
+            self._queue(message)
+
+    def _queue(self, message: Any) -> None:
+        """Hand `message` to a waiting `receive()`, or keep it for the next one."""
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -290,10 +302,22 @@ class _WsProtocol(asyncio.Protocol):
         """Queue one message for sending (raises WsClosed once closed)."""
         if self.closed is not None or self.close_sent:
             raise self.closed or WsClosed(1000, "closing")
-        if isinstance(message, str):
-            self._write(_frame(_TEXT, message.encode()))
+        if message.__class__ is str:
+            payload, first = message.encode(), 0x80 | _TEXT
         else:
-            self._write(_frame(_BINARY, message))
+            payload, first = message, 0x80 | _BINARY
+        size = len(payload)
+        if size < 126:  # _frame inlined for small messages
+            try:
+                mask = _masks.pop()
+            except IndexError:
+                _refill_masks()
+                mask = _masks.pop()
+            frame = bytes((first, 0x80 | size)) + mask + apply_mask(payload, mask)
+        else:
+            frame = _frame(first & 0x0F, payload)
+        self.sent_bytes += len(frame)
+        self.transport.write(frame)  # type: ignore[union-attr]
 
     def receive(self) -> Any:
         """A message already received, or a future for the next one."""
@@ -409,9 +433,29 @@ class WsSession:
         self.headers = headers
         self.latency_field = latency_field
         self.closed = False
+        self._registry = registry
         self._add = registry.add
+        self._epoch = 0  # registry epoch of the two recorders below
+        self._count_sent: Callable[[Any], None] = self._add_sent
+        self._count_received: Callable[[Any], None] = self._add_received
         self._protocol: _WsProtocol | None = None
         self._opened_ns = 0
+
+    def _add_sent(self, value: Any) -> None:
+        self._add("ws_msgs_sent", value, self.tags)
+
+    def _add_received(self, value: Any) -> None:
+        self._add("ws_msgs_received", value, self.tags)
+
+    def _recorders(self) -> None:
+        """Take the registry's recorders of ws_msgs_sent/received for these tags."""
+        registry = self._registry
+        recorders = getattr(registry, "recorders", None)
+        if recorders is not None:
+            self._count_sent, self._count_received = recorders(
+                ("ws_msgs_sent", "ws_msgs_received"), self.tags
+            )
+            self._epoch = registry.epoch
 
     async def open(self, timeout: float = 10.0) -> Self:
         """Connect (the whole handshake is recorded as ws_connecting)."""
@@ -438,7 +482,9 @@ class WsSession:
         if not isinstance(message, (str, bytes)):
             message = json.dumps(message, separators=(",", ":"))
         self._protocol.send(message)  # type: ignore[union-attr]
-        self._add("ws_msgs_sent", 1, self.tags)
+        if self._epoch != getattr(self._registry, "epoch", 0):
+            self._recorders()
+        self._count_sent(1)
 
     async def send(self, message: Any) -> None:
         """Send text, bytes, or a JSON value (dicts and lists are encoded)."""
@@ -460,10 +506,20 @@ class WsSession:
         """Hand every message, queued ones first, to `callback` instead of `recv()`."""
         protocol: _WsProtocol = self._protocol  # type: ignore[assignment]
         received = self._received
+        registry = self._registry
 
-        def deliver(message: Any) -> None:
+        def deliver_and_measure(message: Any) -> None:
             received(message)
             callback(message)
+
+        def deliver_only(message: Any) -> None:  # `_received` inlined: one call less
+            if self._epoch != getattr(registry, "epoch", 0):
+                self._recorders()
+            self._count_received(1)
+            callback(message)
+
+        measure = self.latency_field is not None
+        deliver = deliver_and_measure if measure else deliver_only
 
         while protocol.messages:
             deliver(protocol.messages.popleft())
@@ -474,7 +530,9 @@ class WsSession:
 
     def _received(self, message: Any) -> None:
         """Record one received message (and its latency when a field is set)."""
-        self._add("ws_msgs_received", 1, self.tags)
+        if self._epoch != getattr(self._registry, "epoch", 0):
+            self._recorders()
+        self._count_received(1)
         field = self.latency_field
         if field is not None:
             latency = _latency_ms(message, field)

@@ -81,6 +81,7 @@ class _Sender:
         self.began = self.loop.time()
         self.sent_here = 0
         self.timer: asyncio.TimerHandle | None = None
+        self._send_later = self._send  # one bound method for every timer
         self._send()  # the first message goes at once
 
     def _send(self) -> None:
@@ -99,7 +100,7 @@ class _Sender:
             self.done.set_result(None)
             return
         due = self.began + self.sent_here * self.plan.every
-        self.timer = self.loop.call_at(due, self._send)
+        self.timer = self.loop.call_at(due, self._send_later)
 
     def cancel(self) -> None:
         """Stop sending (no timer is left behind)."""

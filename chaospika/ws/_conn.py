@@ -3,7 +3,7 @@
 Two clients: the `websockets` library (`open_connection`, a `StampedConnection`:
 connection_flap's clients and the stalled subscribers, which need their own
 socket options) and the load engine's lean client (`open_session`, a
-`chaospika.load.ws.WsSession`: message_latency's subscribers and publisher,
+`chaospika.loadengine.ws.WsSession`: message_latency's subscribers and publisher,
 whose messages are handled in the transport callback, cheap enough for
 thousands of subscribers and timed exactly as the load engine times them).
 Every failure to open becomes `ConnectFailed` with a short `kind` ("refused",

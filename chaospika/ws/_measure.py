@@ -1,6 +1,6 @@
 """What a WebSocket probe measured, in the load engine's metrics, and its thresholds.
 
-The probes record into a `chaospika.load.metrics.Registry` (k6's percentiles,
+The probes record into a `chaospika.loadengine.Registry` (k6's percentiles,
 exact up to 4096 values, then HDR histograms) and judge k6-style thresholds
 (`{"message_latency_ms": ["p(95)<5000"], "success_rate": ["rate>0.9"]}`) with
 `chaospika.load.thresholds`, so a probe's p(95) is computed exactly as a load's.
