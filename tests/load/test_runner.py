@@ -407,13 +407,21 @@ def test_a_stop_event_stops_every_worker():
     }
     stopped_at = []
 
-    def stop_now():
-        stopped_at.append(time.monotonic())
-        stop.set()
+    def stop_once_all_vus_run(progress: dict) -> None:
+        # both workers run their VUs (on a busy machine that takes more than a second)
+        if progress["vus"] == 4 and not stopped_at:
+            stopped_at.append(time.monotonic())
+            stop.set()
 
-    threading.Timer(1.5, stop_now).start()
-    result = run(spec, stop_event=stop)
-    assert time.monotonic() - stopped_at[0] < 0.5  # ~80 ms on an idle machine
+    fallback = threading.Timer(20, stop.set)  # never reached on a working engine
+    fallback.start()
+    try:
+        result = run(spec, stop_event=stop, on_progress=stop_once_all_vus_run)
+    finally:
+        fallback.cancel()
+    assert stopped_at, "the 4 VUs were never all running"
+    # ~80 ms on an idle machine; the scenario would go on for 30 s without the stop
+    assert time.monotonic() - stopped_at[0] < 5
     assert result.stopped_by == "stop_event"
     assert result.scenarios["main"]["interrupted"] == 4
 
