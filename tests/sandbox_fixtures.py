@@ -40,6 +40,15 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.02):
     """Poll `check` until it returns a truthy value (returned) or fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -115,9 +124,16 @@ def make_sandbox():
     yield make
     leftovers = []
     for folder in reversed(folders):
-        pids = [manager.service_running(folder, n)[0] for n in manager.SERVICES]
+        # the services running before `down`, each as (pid, its start time): a
+        # stale pidfile's pid, or a pid reused later by another program, is not one
+        running = [manager.service_running(folder, n) for n in manager.SERVICES]
+        started = {pid: start_time(pid) for pid, alive in running if alive}
         manager.down(folder)
-        leftovers += [pid for pid in pids if pid and pid_alive(pid)]
+        leftovers += [
+            pid
+            for pid, since in started.items()
+            if pid_alive(pid) and start_time(pid) == since
+        ]
     assert not leftovers, f"sandbox processes still running after down: {leftovers}"
 
 

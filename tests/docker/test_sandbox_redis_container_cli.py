@@ -52,6 +52,7 @@ def container_cli(sandbox_redis_image, docker_api, tmp_path):
     redis_port = free_port()
     options = ["--dir", folder, "--api-port", free_port(), "--redis-port", redis_port]
     options += ["--proxy-port", free_port(), "--proxy-redis-port", free_port()]
+    options += ["--proxy-api-port", free_port()]
     yield folder, options, redis_container.container_name(redis_port)
     manager.down(str(folder))
     for left in containers_named(
