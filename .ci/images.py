@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "docker"))
 
-from docker_engine import SLEEPER_REPOSITORY, build_sleeper  # noqa: E402
+from docker_engine import SLEEPER_REPOSITORY, build_sleeper
 
-from chaospika.docker import _engine  # noqa: E402
-from chaospika.sandbox import redis_container  # noqa: E402
+from chaospika.docker import _engine
+from chaospika.sandbox import redis_container
 
 
 def main(action: str) -> int:
@@ -34,7 +34,10 @@ def main(action: str) -> int:
             for image in client.images():
                 tags = image.get("RepoTags") or []
                 repositories = {tag.rsplit(":", 1)[0] for tag in tags}
-                if repositories & {SLEEPER_REPOSITORY, redis_container.IMAGE_REPOSITORY}:
+                if repositories & {
+                    SLEEPER_REPOSITORY,
+                    redis_container.IMAGE_REPOSITORY,
+                }:
                     try:
                         client.remove_image(image["Id"], force=False)
                         print(f"images.py: removed {', '.join(tags)}")
