@@ -67,6 +67,25 @@ ABORT_LOG = "abortOnFail enabled, stopping test prematurely"
 MAX_WARNINGS = 20
 
 
+def report_second(
+    registry: Registry,
+    meter: ProgressMeter,
+    elapsed: float,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Close the second `elapsed` of a k6 run's registry; give its progress to `on_progress`."""
+    registry.tick(elapsed)
+    if on_progress is None:
+        return
+    vus = int(registry.stats("vus")["value"])
+    vus_max = int(registry.stats("vus_max")["value"])
+    totals = progress_totals(registry, vus, vus_max, 0, 0.0)
+    try:
+        on_progress(meter.report(elapsed, totals))
+    except Exception:  # a progress callback must not end the test
+        logger.exception("load progress callback failed")
+
+
 class K6Error(RuntimeError):
     """k6 failed: it exited with an error code, or had to be killed."""
 
@@ -222,18 +241,8 @@ class _K6Run:
         process.send_signal(signal.SIGINT)
 
     def _second(self, elapsed: float, on_progress: ProgressCallback | None) -> None:
-        registry = self.registry
-        registry.tick(elapsed)
         self.last_tick = elapsed
-        if on_progress is None:
-            return
-        vus = int(registry.stats("vus")["value"])
-        vus_max = int(registry.stats("vus_max")["value"])
-        totals = progress_totals(registry, vus, vus_max, 0, 0.0)
-        try:
-            on_progress(self.meter.report(elapsed, totals))
-        except Exception:  # a progress callback must not end the test
-            logger.exception("load progress callback failed")
+        report_second(self.registry, self.meter, elapsed, on_progress)
 
     # -- reading back -----------------------------------------------------------------
     def _result(

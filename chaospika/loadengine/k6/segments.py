@@ -49,6 +49,7 @@ from chaospika.loadengine.k6.runner import (
     RESULT_CODES,
     K6Error,
     _K6Run,
+    report_second,
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script
@@ -58,7 +59,6 @@ from chaospika.loadengine.runner import (
     LoadResult,
     ProgressCallback,
     load_result,
-    progress_totals,
 )
 from chaospika.loadengine.scenario import LoadSpec
 from chaospika.loadengine.vu import merge_captures
@@ -333,18 +333,8 @@ class _Segments:
                 segment.process.send_signal(signal.SIGINT)  # k6 stops as on Ctrl-C
 
     def _second(self, elapsed: float, on_progress: ProgressCallback | None) -> None:
-        registry = self.registry
-        registry.tick(elapsed)
         self.last_tick = elapsed
-        if on_progress is None:
-            return
-        vus = int(registry.stats("vus")["value"])
-        vus_max = int(registry.stats("vus_max")["value"])
-        totals = progress_totals(registry, vus, vus_max, 0, 0.0)
-        try:
-            on_progress(self.meter.report(elapsed, totals))
-        except Exception:  # a progress callback must not end the test
-            logger.exception("load progress callback failed")
+        report_second(self.registry, self.meter, elapsed, on_progress)
 
     def _result(self, wall: float) -> LoadResult:
         if self.cause is not None:  # the cause, not a process it made stop
