@@ -135,6 +135,17 @@ def chaos_argv(
     ]
 
 
+def _default_interrupts() -> None:
+    """In the chaos child: SIGINT and SIGTERM back to their defaults.
+
+    A shell starts a background job (`chaospika run ... &` in a CI script) with
+    SIGINT ignored, and children inherit that: chaos would then ignore the
+    SIGINT that stops it at `timeout`, and run on without rolling back.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _end(process: subprocess.Popen, grace: float) -> str:
     """Stop `process`: SIGINT (it rolls back), then SIGTERM, then SIGKILL."""
     for sig, patience in (
@@ -227,6 +238,7 @@ def run_experiment(
         chaos_argv(experiment, folder, control_file, options),
         stdout=output,
         stderr=output,
+        preexec_fn=_default_interrupts,  # noqa: PLW1509 - two signal() calls, no lock
     )
     interrupted = False
     try:

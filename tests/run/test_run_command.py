@@ -124,8 +124,11 @@ def sleeper() -> dict:
 
 
 def chaospika_run(
-    *args: str, cwd: Path, timeout: float = 120
+    *args: str, cwd: Path, timeout: float = 120, sigint_ignored: bool = False
 ) -> subprocess.CompletedProcess:
+    def ignore_sigint() -> None:  # as a shell starts a background job (`cmd &`)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.run(
         [str(CHAOSPIKA), "run", *args, "--quiet"],
         cwd=cwd,
@@ -133,6 +136,7 @@ def chaospika_run(
         text=True,
         timeout=timeout,
         check=False,
+        preexec_fn=ignore_sigint if sigint_ignored else None,
     )
 
 
@@ -205,7 +209,12 @@ def test_two_experiments_in_a_row_keep_their_files_and_exit_with_the_worst(
     assert (batch / "summary.txt").read_text().splitlines()[-1] == "exit 1 (deviated)"
 
 
-def test_a_hung_experiment_is_stopped_and_a_missing_one_is_unreadable(tmp_path):
+@pytest.mark.parametrize(
+    "sigint_ignored", [False, True], ids=["shell", "background-job"]
+)
+def test_a_hung_experiment_is_stopped_and_a_missing_one_is_unreadable(
+    sigint_ignored, tmp_path
+):
     marker = tmp_path / "marker"
     marker.write_text("x")
     sleeping = experiment(tmp_path, "sleeping", [sleeper()], marker)
@@ -214,7 +223,13 @@ def test_a_hung_experiment_is_stopped_and_a_missing_one_is_unreadable(tmp_path):
     # 6 s: chaos reaches the method in ~2 s on a loaded 2-core machine; far from 60 s
     timeout = ["--timeout", "6"]
     done = chaospika_run(
-        "missing.json", str(sleeping), "--results", "out", *timeout, cwd=tmp_path
+        "missing.json",
+        str(sleeping),
+        "--results",
+        "out",
+        *timeout,
+        cwd=tmp_path,
+        sigint_ignored=sigint_ignored,
     )
 
     assert done.returncode == 7, done.stdout + done.stderr  # unreadable comes first
