@@ -458,7 +458,9 @@ class TrendMetric(Metric):
             n = cumulative[-1]
             at = lambda r: keys[bisect_right(cumulative, r)] / SCALE
             point["avg"] = self._interval_total / count
-            point["p(95)"] = _interpolate(at, n, 0.95) if n else 0.0
+            p95 = _interpolate(at, n, 0.95) if n else 0.0
+            # units are rounded to 1/SCALE: never above the exact maximum
+            point["p(95)"] = min(p95, self._interval_max)
             point["max"] = self._interval_max
         self._interval = Counter()
         self._interval_total = 0.0

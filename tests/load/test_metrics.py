@@ -307,3 +307,13 @@ def test_reset_snapshots_are_deltas():
     assert worker.metric("http_req_duration").empty
     assert summary_of(parent)[::2] == summary_of(whole)[::2]
     assert [p["count"] for p in parent.series["http_req_duration"]] == [3000] * 3
+
+
+def test_a_seconds_p95_is_never_above_its_exact_max():
+    # 12.3456 ms is 12346 rounded HDR units (1 us): the p(95) of that second must
+    # still be 12.3456, not 12.346 (a second of a few slow requests hit it in CI)
+    registry = Registry()
+    registry.add("http_req_duration", 12.3456)
+    registry.tick(1.0)
+    (point,) = registry.series["http_req_duration"]
+    assert point["p(95)"] == point["max"] == 12.3456
