@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -207,13 +208,47 @@ def stop_all(redis_url: str) -> dict[str, Any]:
     return {"stopped_count": stopped, "faults": faults}
 
 
+def _announce_start(until: float) -> None:
+    """Tell the waiting process the loop runs (once; stdout is closed after it)."""
+    if not sys.stdout.closed:
+        sys.stdout.write(f"started {until!r}\n")
+        sys.stdout.close()
+
+
+def _first_stall(
+    client: redis.Redis, seconds: float, announce: Callable[[float], None], until: float
+) -> None:
+    """DEBUG SLEEP `seconds`: sent, then `announce(until)`, then its reply awaited."""
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        connection = pool.get_connection("DEBUG")
+    try:
+        connection.send_command("DEBUG", "SLEEP", f"{seconds:.3f}")
+        announce(until)
+        connection.read_response()
+    finally:
+        pool.release(connection)
+
+
 def loop(redis_url: str, duration: float, sleep_seconds: float, interval: float) -> int:
     """DEBUG SLEEP, wait `interval`, again, for `duration` seconds from now."""
     client = _conn.open_client(redis_url, timeout=sleep_seconds + 5.0)
     until = time.time() + duration
-    sys.stdout.write(f"started {until!r}\n")  # to the process waiting for it
-    sys.stdout.close()
-    sleeps = 0
+    try:  # the first stall is sent before saying "started": in force on return
+        _first_stall(client, min(sleep_seconds, duration), _announce_start, until)
+        sleeps = 1
+    except _conn.UNREACHABLE as error:  # the loop below tries again
+        logger.warning("DEBUG SLEEP failed: %s", redact_text(error))
+        sleeps = 0
+    except redis.exceptions.ResponseError as error:
+        logger.error("DEBUG SLEEP refused: %s", redact_text(error))
+        return 2
+    finally:
+        _announce_start(until)
+    if sleeps:
+        time.sleep(min(interval, max(0.0, until - time.time())))
     step = max(sleep_seconds + interval, 0.05)
     for _ in range(int(max(0.0, until - time.time()) / step) * 2 + 100):
         left = until - time.time()
