@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from chaospika._ports import free_port
+from chaospika.ledger.records import process_start
 from chaospika.sandbox import manager
 
 
@@ -38,15 +39,6 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-def start_time(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.02):
@@ -127,12 +119,12 @@ def make_sandbox():
         # the services running before `down`, each as (pid, its start time): a
         # stale pidfile's pid, or a pid reused later by another program, is not one
         running = [manager.service_running(folder, n) for n in manager.SERVICES]
-        started = {pid: start_time(pid) for pid, alive in running if alive}
+        started = {pid: process_start(pid) for pid, alive in running if alive}
         manager.down(folder)
         leftovers += [
             pid
             for pid, since in started.items()
-            if pid_alive(pid) and start_time(pid) == since
+            if pid_alive(pid) and process_start(pid) == since
         ]
     assert not leftovers, f"sandbox processes still running after down: {leftovers}"
 
