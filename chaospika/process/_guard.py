@@ -183,10 +183,8 @@ def refusal(pid: int, pidfile: str | None = None, proc: str = PROC) -> str | Non
         _parent(pid, proc) == KTHREADD and _is_kernel_thread(KTHREADD, proc)
     ):
         return f"pid {pid} is a kernel thread ({_name(pid, proc)})"
-    argv = _argv(pid, proc)
-    stat = _stat(pid, proc)
-    if argv == [] and stat and stat[1][0] not in ("Z", "X"):
-        return f"pid {pid} has no command line: a kernel thread ({_name(pid, proc)})"
+    # An empty command line alone proves nothing: a process shows one while it
+    # execs or exits. PF_KTHREAD above is the kernel's own mark.
     return command_mismatch(pid, pidfile, proc) if pidfile else None
 
 
