@@ -5,7 +5,9 @@ Each VU owns one `HttpClient`; it keeps one keep-alive connection per origin
 flight to the same origin. Requests are pre-encoded bytes. Responses go through
 a lean `httptools` parser that only reports the end of each message; the raw
 bytes are kept, and headers and body are parsed from them only when someone
-reads them (a check, a capture, an exec function). Phases are timed with
+reads them (a check, a capture, an exec function). A request that discards its
+body (k6's discardResponseBodies / responseType "none") is read off the wire and
+counted, but past DISCARD_AFTER bytes only the head is kept. Phases are timed with
 `perf_counter_ns`. A closed or reset connection fails only the request it
 carried (no retry, like k6); the next request reconnects.
 """
@@ -49,6 +51,9 @@ USER_AGENT = "Grafana k6/1.1.0"  # k6 1.1.0's: same bytes sent (data_sent) as k6
 DEFAULT_EXPECTED = frozenset(range(200, 400))
 DEFAULT_MAX_REDIRECTS = 10  # k6's maxRedirects
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+# a discarded body is stored until the response passes this many bytes (small
+# ones cost nothing to keep; Response.body is None all the same), then dropped
+DISCARD_AFTER = 16_384
 _BODYLESS = (301, 302, 303)  # these turn a POST (any non-GET/HEAD) into a GET
 _SENSITIVE = frozenset(  # headers Go's client does not send to another host
     b"authorization www-authenticate cookie cookie2 proxy-authorization "
@@ -157,6 +162,7 @@ class Response:
         "_parsed",
         "_phases",
         "_raw",
+        "discarded",
         "error",
         "error_code",
         "received",
@@ -185,6 +191,7 @@ class Response:
         self.url = ""
         self._parsed: _Collector | None = None
         self._json: Any = _UNSET
+        self.discarded = False  # k6's responseType "none": body is None (k6's null)
 
     def _full(self) -> _Collector:
         if self._parsed is None:
@@ -211,18 +218,27 @@ class Response:
         ]
 
     @property
-    def body(self) -> bytes:
-        """The whole response body (de-chunked)."""
+    def body(self) -> bytes | None:
+        """The whole response body (de-chunked); None when discarded, as k6's null."""
+        if self.discarded:
+            return None
         return b"".join(self._full().body)
 
-    def text(self) -> str:
-        """The body decoded as UTF-8 (invalid bytes replaced)."""
-        return self.body.decode("utf-8", "replace")
+    def text(self) -> str | None:
+        """The body decoded as UTF-8 (invalid bytes replaced); None when discarded."""
+        body = self.body
+        return None if body is None else body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON (ValueError when it is not JSON)."""
+        """The body parsed as JSON (ValueError when it is not JSON or discarded)."""
         if self._json is _UNSET:
-            self._json = jsonlib.loads(self.body)
+            body = self.body
+            if body is None:
+                raise ValueError(
+                    "the response body was discarded (discardResponseBodies or "
+                    'responseType "none")'
+                )
+            self._json = jsonlib.loads(body)
         return self._json
 
     @property
@@ -311,6 +327,18 @@ class _HeadSink:
         self.conn.on_message_complete()
 
 
+def _final_head(raw: bytes) -> bytes | None:
+    """The bytes up to the end of the final (non-1xx) response head, or None
+    while that head has not all arrived."""
+    start = 0
+    while (end := raw.find(b"\r\n\r\n", start)) >= 0:
+        end += 4
+        if raw[start + 9 : start + 10] != b"1":
+            return raw[:end]
+        start = end
+    return None
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
@@ -327,6 +355,8 @@ class _Connection(asyncio.Protocol):
         self.first_ns = 0
         self.done_ns = 0
         self.head_only = False
+        self.discard = False  # this exchange's body is not stored
+        self.head_done = False  # discarding: self.raw is the final head, no more
         self.deadline = 0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0
@@ -343,8 +373,14 @@ class _Connection(asyncio.Protocol):
             return
         if not self.first_ns:
             self.first_ns = perf_counter_ns()
-        self.raw.append(data)
         self.received += len(data)
+        if not self.head_done:
+            self.raw.append(data)
+            if self.discard and self.received > DISCARD_AFTER:
+                head = _final_head(b"".join(self.raw))
+                if head is not None:  # the body is dropped from here on
+                    self.raw = [head]
+                    self.head_done = True
         try:
             self.parser.feed_data(data)
         except HttpParserError as error:
@@ -384,12 +420,17 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(status)
 
     # -- our side
-    def send(self, data: bytes, deadline: int, head_only: bool) -> asyncio.Future:
-        """Write one request; the future gets the status code."""
+    def send(
+        self, data: bytes, deadline: int, head_only: bool, discard: bool = False
+    ) -> asyncio.Future:
+        """Write one request; the future gets the status code. With `discard` the
+        response body is read and counted but not stored."""
         self.raw = []
         self.received = 0
         self.first_ns = 0
         self.head_only = head_only
+        self.head_done = False
+        self.discard = discard = discard and not head_only
         if head_only:
             self.parser = HttpResponseParser(_HeadSink(self))
         self.waiter = waiter = self.loop.create_future()
@@ -411,7 +452,9 @@ class _Connection(asyncio.Protocol):
         done = self.done_ns
         first = self.first_ns or done
         phases = (*setup, written - start, first - written, done - first)
-        return Response(status, self.raw, phases, sent, self.received)
+        response = Response(status, self.raw, phases, sent, self.received)
+        response.discarded = self.discard
+        return response
 
     def _arm(self, deadline: int) -> None:
         if self.timer is not None:
@@ -497,9 +540,15 @@ class HttpClient:
         return None
 
     async def exchange(
-        self, origin: Origin, data: bytes, timeout: float, head_only: bool = False
+        self,
+        origin: Origin,
+        data: bytes,
+        timeout: float,
+        head_only: bool = False,
+        discard: bool = False,
     ) -> Response:
-        """Send `data` to `origin` and return the response (errors in it, not raised)."""
+        """Send `data` to `origin` and return the response (errors in it, not raised);
+        with `discard` its body is not kept (`Response.body` is None)."""
         conn = self.free(origin)
         blocked = connecting = tls = 0
         try:
@@ -508,7 +557,7 @@ class HttpClient:
                 deadline = start + int(timeout * 1e9)
                 conn, blocked, connecting, tls = await self._connect(origin, deadline)
             start = perf_counter_ns()
-            waiter = conn.send(data, start + int(timeout * 1e9), head_only)
+            waiter = conn.send(data, start + int(timeout * 1e9), head_only, discard)
             written = perf_counter_ns()
             status = await waiter
         except asyncio.CancelledError:
@@ -648,6 +697,7 @@ async def follow_redirects(
     limit: int | None,
     timeout: float,
     record: Callable[[Response, Hop], None],
+    discard: bool = False,
 ) -> Response:
     """Follow `response`'s redirects, up to `limit` of them (None: k6's default 10).
 
@@ -655,7 +705,7 @@ async def follow_redirects(
     `record(response, hop)`; the last response is returned. All hops share
     `timeout` (seconds left of the request's timeout). Past the limit, the last
     redirect is returned as it is, like k6, which then warns unless a limit was
-    given.
+    given. With `discard`, no hop's body is kept.
     """
     deadline = perf_counter_ns() + int(timeout * 1e9)
     first_url, hops = url, 0
@@ -666,7 +716,7 @@ async def follow_redirects(
             break
         remaining = max(0.001, (deadline - perf_counter_ns()) / 1e9)
         response = await client.exchange(
-            hop.origin, hop.data, remaining, hop.method == "HEAD"
+            hop.origin, hop.data, remaining, hop.method == "HEAD", discard
         )
         response.url = hop.url
         record(response, hop)

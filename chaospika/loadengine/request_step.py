@@ -3,6 +3,9 @@
 A request without placeholders is a single bytes object sent as is; otherwise
 only the dynamic parts are formatted per iteration. Redirects are followed and
 recorded hop by hop like k6; checks and captures run on the final response.
+With k6's discardResponseBodies (or the request's responseType "none") the body
+is read and counted but not kept, so a check or capture that reads the body is
+refused when the spec is checked.
 """
 
 import asyncio
@@ -55,11 +58,12 @@ from chaospika.loadengine.vu import (
     record_response,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "METHODS"]
+__all__ = ["DEFAULT_TIMEOUT", "METHODS", "RESPONSE_TYPES"]
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_TIMEOUT = "60s"  # k6's default request timeout
+RESPONSE_TYPES = ("text", "binary", "none")  # k6's Params.responseType
 _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)\Z"
 )
@@ -87,6 +91,7 @@ class _RequestStep:
                 "tags",
                 "expectedStatuses",
                 "redirects",
+                "responseType",
             ),
         )
         method = spec.get("method", "GET")
@@ -115,15 +120,17 @@ class _RequestStep:
         body = self._body(where, spec, headers, ctx.scenario)
         self._compile_wire(target, headers, body, ctx.user_agent)
 
+        self.discard = _discards(where, spec, ctx.discard_bodies)
         self.checks: list[Check] = []
         for i, item in enumerate(_list(f"{field}.checks", step.get("checks", []))):
+            if self.discard:
+                _refuse_body_use(f"{field}.checks[{i}]", item, spec)
             self.checks.append(_compile_check(f"{field}.checks[{i}]", item, ctx))
-        self.captures = [
-            _compile_capture(f"{field}.captures[{i}]", item)
-            for i, item in enumerate(
-                _list(f"{field}.captures", step.get("captures", []))
-            )
-        ]
+        self.captures = []
+        for i, item in enumerate(_list(f"{field}.captures", step.get("captures", []))):
+            if self.discard:
+                _refuse_body_use(f"{field}.captures[{i}]", item, spec)
+            self.captures.append(_compile_capture(f"{field}.captures[{i}]", item))
         if "expectedStatuses" in spec:
             self.expected = _expected(
                 f"{where}.expectedStatuses", spec["expectedStatuses"]
@@ -214,12 +221,12 @@ class _RequestStep:
         conn = vu.client.free(self.origin)
         if conn is None:  # first request, or after a failure: connect first
             response = await vu.client.exchange(
-                self.origin, data, self.timeout, self.head_only
+                self.origin, data, self.timeout, self.head_only, self.discard
             )
             await self._complete(vu, response, data)
             return
         start = perf_counter_ns()
-        waiter = conn.send(data, start + self.timeout_ns, self.head_only)
+        waiter = conn.send(data, start + self.timeout_ns, self.head_only, self.discard)
         written = perf_counter_ns()
         try:
             status = await waiter
@@ -269,7 +276,14 @@ class _RequestStep:
 
         spent = sum(response._phases) / 1e9
         response = await follow_redirects(
-            vu.client, response, data, url, limit, self.timeout - spent, record
+            vu.client,
+            response,
+            data,
+            url,
+            limit,
+            self.timeout - spent,
+            record,
+            self.discard,
         )
         self._check_and_capture(vu, response)
 
@@ -357,6 +371,34 @@ class _RequestStep:
 
     def _base(self, vu: VU) -> dict[str, str]:
         return {**vu.tags, **self.base_tags} if self.base_tags else vu.tags
+
+
+def _discards(where: str, spec: dict[str, Any], discard_bodies: bool) -> bool:
+    """Whether this request drops its body: its responseType, else the spec's
+    discardResponseBodies (k6: "none" discards; "text" and "binary" keep it)."""
+    if "responseType" not in spec:
+        return discard_bodies
+    kind = spec["responseType"]
+    if kind not in RESPONSE_TYPES:
+        raise ScenarioError(
+            f"{where}.responseType",
+            f"expected one of {', '.join(RESPONSE_TYPES)}, got {kind!r}",
+        )
+    return kind == "none"
+
+
+def _refuse_body_use(field: str, item: Any, request: dict[str, Any]) -> None:
+    """A check or capture that reads the body of a request that discards it."""
+    if not isinstance(item, dict) or not ({"jsonpath", "body_contains"} & set(item)):
+        return  # status checks and header captures need no body
+    if request.get("responseType") == "none":
+        why = 'the request\'s responseType "none" discards the body'
+    else:
+        why = (
+            "discardResponseBodies is true, so the body is discarded; "
+            'set "responseType": "text" on this request to keep it'
+        )
+    raise ScenarioError(field, f"reads the response body, but {why}")
 
 
 def _timings(response: Response) -> tuple[int, int, int, int, int, int]:

@@ -182,7 +182,15 @@ class LocalRun:
         """Run setup or teardown once on its own VU (k6's); its captured vars."""
         from chaospika.loadengine.vu import VU
 
-        vu = VU(0, name, self.registry, {}, {}, user_agent=self.load.user_agent)
+        vu = VU(
+            0,
+            name,
+            self.registry,
+            {},
+            {},
+            user_agent=self.load.user_agent,
+            discard_bodies=self.load.discard_response_bodies,
+        )
         vu.vars.update(data)
         try:
             async with asyncio.timeout(HOOK_TIMEOUT):
@@ -256,6 +264,7 @@ class LocalRun:
         tags = dict(scenario.config.tags)
         registry, segment = self.registry, self.segment
         redirects, user_agent = self.load.max_redirects, self.load.user_agent
+        discard = self.load.discard_response_bodies
 
         def make_vu() -> Any:
             self._vus_made += 1
@@ -268,6 +277,7 @@ class LocalRun:
                 tags,
                 max_redirects=redirects,
                 user_agent=user_agent,
+                discard_bodies=discard,
             )
             vu.vars.update(self.setup_data)  # k6: setup()'s data reaches every VU
             return vu

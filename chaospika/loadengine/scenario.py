@@ -45,6 +45,7 @@ TOP_LEVEL_KEYS = (
     "summaryTrendStats",
     "summaryTimeUnit",
     "userAgent",
+    "discardResponseBodies",
     "setup",
     "teardown",
     "engine",
@@ -105,6 +106,7 @@ class LoadSpec:
     teardown: IterationFn | None = None  # k6's teardown(data), after the scenarios
     limits: Limits = field(default_factory=Limits)  # VU, connection, memory caps
     segments: int = 1  # engine k6: k6 processes, one execution segment each
+    discard_response_bodies: bool = False  # k6's: bodies read, counted, not kept
 
     def max_duration(self) -> float:
         """Longest possible run: max over scenarios of startTime + run + gracefulStop."""
@@ -155,9 +157,13 @@ def parse_spec(spec: Mapping[str, Any]) -> LoadSpec:
         raise ScenarioError(
             "userAgent", f"expected a one-line string, got {user_agent!r}"
         )
-    scenarios = _scenarios(spec, tags, user_agent)
+    discard = require_bool(
+        "discardResponseBodies", spec.get("discardResponseBodies", False)
+    )
+    http = _Http(user_agent, discard)
+    scenarios = _scenarios(spec, tags, http)
     hooks = {
-        key: _iteration(key, key, _hook(key, spec[key]), user_agent)
+        key: _iteration(key, key, _hook(key, spec[key]), http)
         for key in ("setup", "teardown")
         if key in spec
     }
@@ -181,6 +187,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LoadSpec:
         setup=hooks.get("setup"),
         teardown=hooks.get("teardown"),
         segments=segments,
+        discard_response_bodies=discard,
     )
 
 
@@ -265,8 +272,16 @@ def _trend_stats(spec: Mapping[str, Any]) -> list[str]:
     return list(value)
 
 
+@dataclass(frozen=True)
+class _Http:
+    """The spec's HTTP options every request step is compiled with."""
+
+    user_agent: str  # k6's userAgent
+    discard_bodies: bool  # k6's discardResponseBodies
+
+
 def _scenarios(
-    spec: Mapping[str, Any], tags: dict[str, str], user_agent: str
+    spec: Mapping[str, Any], tags: dict[str, str], http: _Http
 ) -> dict[str, Scenario]:
     raw = spec.get("scenarios")
     if raw is None:
@@ -275,13 +290,10 @@ def _scenarios(
         raise ScenarioError(
             "scenarios", f"expected an object of scenarios, got {raw!r}"
         )
-    return {
-        name: _scenario(name, options, tags, user_agent)
-        for name, options in raw.items()
-    }
+    return {name: _scenario(name, options, tags, http) for name, options in raw.items()}
 
 
-def _scenario(name: Any, raw: Any, tags: dict[str, str], user_agent: str) -> Scenario:
+def _scenario(name: Any, raw: Any, tags: dict[str, str], http: _Http) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ScenarioError(
@@ -312,13 +324,11 @@ def _scenario(name: Any, raw: Any, tags: dict[str, str], user_agent: str) -> Sce
     )
     env = _tags(f"{where}.env", raw.get("env", {}))  # k6: strings, like tags
     with scenario_env(env):
-        iteration = _iteration(where, name, raw, user_agent)
+        iteration = _iteration(where, name, raw, http)
     return Scenario(config, executor, iteration)
 
 
-def _iteration(
-    where: str, name: str, raw: dict[str, Any], user_agent: str
-) -> IterationFn:
+def _iteration(where: str, name: str, raw: dict[str, Any], http: _Http) -> IterationFn:
     if ("steps" in raw) == ("exec" in raw):
         raise ScenarioError(
             f"{where}.steps", "give exactly one of 'steps' (a list) or 'exec'"
@@ -332,4 +342,10 @@ def _iteration(
         raise ScenarioError(
             f"{where}.steps", f"expected a non-empty list, got {steps!r}"
         )
-    return compile_steps(f"{where}.steps", steps, scenario=name, user_agent=user_agent)
+    return compile_steps(
+        f"{where}.steps",
+        steps,
+        scenario=name,
+        user_agent=http.user_agent,
+        discard_bodies=http.discard_bodies,
+    )

@@ -21,11 +21,20 @@ class _Context:
     """Where a step sits: its scenario and group path ("" at the root)."""
 
     def __init__(
-        self, scenario: str, group: str = "", user_agent: str = USER_AGENT
+        self,
+        scenario: str,
+        group: str = "",
+        user_agent: str = USER_AGENT,
+        discard_bodies: bool = False,
     ) -> None:
         self.scenario = scenario
         self.group = group
         self.user_agent = user_agent  # k6's userAgent option ("": no header)
+        self.discard_bodies = discard_bodies  # k6's discardResponseBodies option
+
+    def within(self, group: str) -> "_Context":
+        """The same context for the steps of group path `group`."""
+        return _Context(self.scenario, group, self.user_agent, self.discard_bodies)
 
 
 def _static_text(field: str, value: Any, scenario: str) -> str:

@@ -70,9 +70,7 @@ def _compile_group(field: str, step: dict[str, Any], ctx: _Context) -> Runner:
     if "steps" not in step:
         raise ScenarioError(f"{field}.steps", "a group needs its steps")
     path = f"{ctx.group}::{name}"
-    runners = _compile_list(
-        f"{field}.steps", step["steps"], _Context(ctx.scenario, path, ctx.user_agent)
-    )
+    runners = _compile_list(f"{field}.steps", step["steps"], ctx.within(path))
     key = ("group_duration", path)
 
     async def group(vu: VU) -> None:
@@ -174,14 +172,18 @@ def compile_steps(
     *,
     scenario: str,
     user_agent: str = USER_AGENT,
+    discard_bodies: bool = False,
 ) -> IterationFn:
     """Validate and compile `steps`; returns `async def iteration(vu)`.
 
     A request error (refused, reset, timeout) is recorded, never raised. A
     template that cannot render (a var not captured yet) ends the iteration
     with a warning logged once per message. VUs record through `vu.registry`.
+    `discard_bodies` is k6's discardResponseBodies (a request's responseType
+    overrides it).
     """
-    runners = _compile_list(field, steps, _Context(scenario, "", user_agent))
+    ctx = _Context(scenario, "", user_agent, discard_bodies)
+    runners = _compile_list(field, steps, ctx)
     if len(runners) == 1 and getattr(runners[0], "static", False):
         return runners[0].__call__  # nothing to render: no TemplateError possible
 

@@ -199,11 +199,15 @@ class VuHttp:
         tags: dict[str, str] | None = None,
         expected_statuses: Iterable[Any] | None = None,
         redirects: int | None = None,
+        response_type: str | None = None,
     ) -> Response:
         """Send one request and record it; transport errors are in `Response.error`.
 
         Redirects are followed like k6 (each hop recorded) up to `redirects`,
         by default the spec's maxRedirects (10 unless set); 0 follows none.
+        `response_type` is k6's responseType: "none" discards the body
+        (`Response.body` is None), "text" or "binary" keep it; by default the
+        spec's discardResponseBodies decides.
         """
         if redirects is not None and (
             isinstance(redirects, bool)
@@ -211,6 +215,15 @@ class VuHttp:
             or redirects < 0
         ):
             raise ValueError(f"redirects: expected an int >= 0, got {redirects!r}")
+        if response_type is None:
+            discard = self._vu.discard_bodies
+        elif response_type in ("text", "binary", "none"):
+            discard = response_type == "none"
+        else:
+            raise ValueError(
+                "response_type: expected 'text', 'binary' or 'none', "
+                f"got {response_type!r}"
+            )
         method = method.upper()
         origin, target = self._parse(url)
         headers = dict(headers or {})
@@ -233,7 +246,9 @@ class VuHttp:
         data = encode_request(
             method, origin, target, headers, payload, self._vu.user_agent
         )
-        response = await self.client.exchange(origin, data, timeout, method == "HEAD")
+        response = await self.client.exchange(
+            origin, data, timeout, method == "HEAD", discard
+        )
         response.url = url
         if response.status:
             jar.store_response(origin.host, target, response)
@@ -252,7 +267,14 @@ class VuHttp:
 
             spent = sum(response._phases) / 1e9
             response = await follow_redirects(
-                self.client, response, data, url, redirects, timeout - spent, record
+                self.client,
+                response,
+                data,
+                url,
+                redirects,
+                timeout - spent,
+                record,
+                discard,
             )
         return response
 
@@ -362,9 +384,11 @@ class VU:
         tls_verify: bool = True,
         max_redirects: int | None = None,
         user_agent: str = USER_AGENT,
+        discard_bodies: bool = False,
     ) -> None:
         self.id = id
         self.user_agent = user_agent  # k6's userAgent option ("": no header)
+        self.discard_bodies = discard_bodies  # k6's discardResponseBodies (vu.http)
         self.max_redirects = max_redirects  # None: k6's default 10, with a warning
         self.iteration = 0
         self.scenario = scenario

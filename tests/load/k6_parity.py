@@ -26,6 +26,7 @@ from chaospika._ports import free_port
 DATA = Path(__file__).parent / "data"
 PARITY_FILE = DATA / "k6_parity.json"
 BASE = "BASE"  # the server's address in recorded tags
+BIG_BODY = b'{"pad": "' + b"x" * 20_000 + b'"}'  # /big: bodies to discard
 
 # -- a loopback server that answers /status/NNN and keeps request heads ----------------
 
@@ -42,7 +43,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(0.3)
         if self.path.startswith("/status/"):
             status = int(self.path.rsplit("/", 1)[1])
-        body = b'{"ok": true}'
+        body = BIG_BODY if self.path == "/big" else b'{"ok": true}'
         self.send_response(status)
         if self.path == "/login":
             self.send_header("Set-Cookie", "sid=abc123; Path=/; HttpOnly")
@@ -401,6 +402,50 @@ def record_durations(k6: str, work: Path) -> dict:
     }
 
 
+DISCARD_ITERATIONS = 5
+
+
+def discard_script_body(base: str) -> str:
+    """discardResponseBodies: a discarded body is null, responseType 'text' keeps one."""
+    return f"""
+  const r = http.get({json.dumps(base)} + '/big');
+  check(r, {{ 'body is null': (r) => r.body === null }});
+  const t = http.get({json.dumps(base)} + '/big', {{ responseType: 'text' }});
+  check(t, {{ 'text kept': (r) => typeof r.body === 'string' && r.body.includes('xxx') }});
+"""
+
+
+def record_discard(k6: str, work: Path) -> dict:
+    """discardResponseBodies on and off: bodies null unless responseType, and the
+    bytes received (data_received) the same either way."""
+    prelude = "import http from 'k6/http'; import { check } from 'k6';"
+    result: dict = {"iterations": DISCARD_ITERATIONS}
+    for discard in (True, False):
+        options = {
+            "vus": 1,
+            "iterations": DISCARD_ITERATIONS,
+            "discardResponseBodies": discard,
+        }
+        with Server() as server:
+            handler = _Handler.__new__(_Handler)
+            run = _summary_data(
+                k6, work, options, discard_script_body(server.url), prelude=prelude
+            )
+        metrics = run["data"]["metrics"]
+        result["on" if discard else "off"] = {
+            "exit_code": run["exit_code"],
+            "http_reqs": metrics["http_reqs"]["values"]["count"],
+            "data_received": metrics["data_received"]["values"]["count"],
+            "data_sent": metrics["data_sent"]["values"]["count"],
+            "checks": {
+                check["name"]: [check["passes"], check["fails"]]
+                for check in run["data"]["root_group"]["checks"]
+            },
+        }
+    result["server_header"] = handler.version_string()  # bytes of every response
+    return result
+
+
 def record_interrupt(k6: str, work: Path) -> dict:
     """Item 12: SIGINT after 2 s: summary printed, export written, exit 105."""
     script = """
@@ -445,6 +490,7 @@ def record() -> None:
         ("interrupt", record_interrupt),
         ("csv", record_csv),
         ("cookies", record_cookies),
+        ("discard", record_discard),
     ]
     if len(sys.argv) > 1:  # re-record some cases: python k6_parity.py parser
         result = json.loads(PARITY_FILE.read_text())

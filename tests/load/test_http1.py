@@ -470,3 +470,62 @@ def test_a_cancelled_request_closes_its_connection():
     after, server = run(scenario())
     assert after.status == 200
     assert len(server.peers) == 2  # the interrupted connection was not reused
+
+
+async def _interim_then_chunked(reader, writer) -> None:
+    """A 100 Continue head, then a chunked 200 written in several pieces."""
+    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Id: 7\r\n\r\n")
+    await writer.drain()
+    for _ in range(8):
+        writer.write(b"2710\r\n" + b"y" * 10_000 + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    await reader.read()  # keep-alive: wait for the client to close
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_discarded_bodies_are_counted_not_kept(loop):
+    """k6's responseType "none": the body is read off the wire (data_received) but,
+    past DISCARD_AFTER bytes, not stored; the final head is kept and body is None."""
+
+    async def scenario():
+        registry = Registry()
+        async with RawServer(_interim_then_chunked) as server:
+            vu = new_vu(registry)
+            discarded = await vu.http.request(
+                "GET", server.url + "/", timeout=5, response_type="none"
+            )
+            await vu.close()
+        async with RawServer(_interim_then_chunked) as server:
+            vu = new_vu()
+            kept = await vu.http.request("GET", server.url + "/", timeout=5)
+            await vu.close()
+        return registry, discarded, kept
+
+    registry, discarded, kept = run(scenario(), loop)
+    assert discarded.status == kept.status == 200
+    assert discarded.body is None and discarded.text() is None
+    with pytest.raises(ValueError, match="discardResponseBodies"):
+        discarded.json()
+    assert discarded.headers["x-id"] == "7"
+    stored = sum(len(chunk) for chunk in discarded._raw)
+    assert stored < 200  # only the 200's head kept
+    assert discarded.received > 80_000
+    assert discarded.received == kept.received  # the same bytes were read
+    assert kept.body == b"y" * 80_000
+    assert stat(registry, "data_received")["count"] == kept.received
+
+
+def test_response_type_of_python_requests_is_checked():
+    async def scenario():
+        vu = new_vu()
+        try:
+            await vu.http.request("GET", "http://127.0.0.1:9/", response_type="json")
+        finally:
+            await vu.close()
+
+    with pytest.raises(ValueError, match="response_type"):
+        run(scenario())

@@ -550,3 +550,139 @@ def test_setup_cannot_run_on_k6():
         translate(
             {"engine": "k6", "iterations": 1, "steps": [{"think": 0}], "setup": hook}
         )
+
+
+def _discard_spec(base: str, discard: bool) -> dict:
+    """k6's discard script as steps: the 'body is null' check cannot be a step (a
+    body check on a discarded body is refused), so it lives in discard_flow."""
+    steps = [
+        {"request": {"url": base + "/big"}, "checks": [{"status": 200}]},
+        {
+            "request": {"url": base + "/big", "responseType": "text"},
+            "checks": [{"body_contains": "xxx", "name": "text kept"}],
+        },
+    ]
+    iterations = K6["discard"]["iterations"]
+    return {"iterations": iterations, "discardResponseBodies": discard, "steps": steps}
+
+
+async def discard_flow(vu):
+    """k6's discard script through vu.http (Python exec), check for check."""
+    base = os.environ["PIKA_PARITY_BASE"]
+    response = await vu.http.request("GET", base + "/big")
+    vu.check("body is null", response.body is None)
+    response = await vu.http.request("GET", base + "/big", response_type="text")
+    vu.check("text kept", b"xxx" in response.body)
+
+
+def _checks(result) -> dict[str, list[int]]:
+    """{check name: [passes, fails]} of a run's root group (k6's export)."""
+    checks = result.summary_export["root_group"]["checks"]
+    return {c["name"]: [c["passes"], c["fails"]] for c in checks.values()}
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_discard_response_bodies_like_k6(mode, monkeypatch):
+    recorded = K6["discard"][mode]
+    discard = mode == "on"
+    from k6_parity import _Handler
+
+    # our Server header may name another Python than the recording's: adjust by it
+    header = len(_Handler.__new__(_Handler).version_string())
+    shift = (header - len(K6["discard"]["server_header"])) * recorded["http_reqs"]
+    with Server() as server:
+        steps = run(_discard_spec(server.url, discard))
+        monkeypatch.setenv("PIKA_PARITY_BASE", server.url)
+        spec = {"iterations": 5, "discardResponseBodies": discard}
+        python = run({**spec, "exec": "test_k6_parity:discard_flow"})
+    for result in (steps, python):
+        registry = result.registry
+        assert registry.stats("http_reqs")["count"] == recorded["http_reqs"]
+        assert registry.stats("data_sent")["count"] == recorded["data_sent"]
+        received = registry.stats("data_received")["count"]
+        assert received - shift == recorded["data_received"]  # bodies still read
+    assert _checks(python) == recorded["checks"]
+    assert _checks(steps)["text kept"] == recorded["checks"]["text kept"]
+    assert K6["discard"]["on"]["data_received"] == K6["discard"]["off"]["data_received"]
+
+
+BASE_URL = "http://127.0.0.1:9"
+BODY_CHECK = {"body_contains": "ok"}
+JSON_CAPTURE = {"name": "id", "jsonpath": "$.id"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"discardResponseBodies": "yes"}, "discardResponseBodies", "true or false"),
+        ({"discardResponseBodies": 1}, "discardResponseBodies", "true or false"),
+        (
+            {"discardResponseBodies": True, "checks": [BODY_CHECK]},
+            "steps[0].checks[0]",
+            'discardResponseBodies is true.*"responseType": "text"',
+        ),
+        (
+            {"discardResponseBodies": True, "captures": [JSON_CAPTURE]},
+            "steps[0].captures[0]",
+            "discardResponseBodies",
+        ),
+        (
+            {"responseType": "none", "checks": [{"jsonpath": "$.a", "exists": True}]},
+            "steps[0].checks[0]",
+            'responseType "none"',
+        ),
+        ({"responseType": "json"}, "steps[0].request.responseType", "text, binary"),
+    ],
+)
+def test_discard_options_are_checked(spec, field, words):
+    options = {k: v for k, v in spec.items() if k == "discardResponseBodies"}
+    request = {"url": BASE_URL}
+    if "responseType" in spec:
+        request["responseType"] = spec["responseType"]
+    step = {
+        "request": request,
+        **{k: spec[k] for k in ("checks", "captures") if k in spec},
+    }
+    with pytest.raises(ScenarioError, match=re.escape(field)) as error:
+        parse_spec({"iterations": 1, **options, "steps": [step]})
+    assert re.search(words, str(error.value))
+
+
+def test_discard_reaches_the_steps_of_groups_and_batches():
+    step = {"request": {"url": BASE_URL}, "captures": [JSON_CAPTURE]}
+    for wrapped, field in [
+        ({"group": "g", "steps": [step]}, r"steps\[0\]\.steps\[0\]\.captures\[0\]"),
+        ({"batch": [step]}, r"steps\[0\]\.batch\[0\]\.captures\[0\]"),
+    ]:
+        spec = {"iterations": 1, "discardResponseBodies": True, "steps": [wrapped]}
+        with pytest.raises(ScenarioError, match=field):
+            parse_spec(spec)
+        parse_spec({**spec, "discardResponseBodies": False})
+
+
+def test_discard_allows_what_needs_no_body_and_reaches_k6():
+    from chaospika.loadengine.k6.script import translate
+
+    header = {"name": "loc", "header": "Location"}
+    steps = [
+        {
+            "request": {"url": BASE_URL},
+            "checks": [{"status": 200}],
+            "captures": [header],
+        },
+        {
+            "request": {"url": BASE_URL, "responseType": "binary"},
+            "checks": [BODY_CHECK],
+            "captures": [JSON_CAPTURE],
+        },
+    ]
+    spec = {"iterations": 1, "discardResponseBodies": True, "steps": steps}
+    load = parse_spec(spec)
+    assert load.discard_response_bodies is True
+    assert (
+        parse_spec({**spec, "discardResponseBodies": False}).discard_response_bodies
+        is False
+    )
+    script = translate({**spec, "engine": "k6"})
+    assert script.options["discardResponseBodies"] is True
+    assert 'responseType: "binary"' in script.source

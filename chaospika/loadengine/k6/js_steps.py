@@ -140,6 +140,8 @@ class StepWriter:
         ]
         if "redirects" in spec:
             params.append(f"redirects: {int(spec['redirects'])}")
+        if "responseType" in spec:  # checked by the pika parser: text, binary, none
+            params.append(f"responseType: {js_string(spec['responseType'])}")
         callback = self._response_callback(field, step)
         if callback:
             params.append(f"responseCallback: {callback}")

@@ -158,7 +158,7 @@ def k6_options(load: LoadSpec, functions: Mapping[str, str]) -> dict[str, Any]:
         options["summaryTrendStats"] = list(raw["summaryTrendStats"])
     if load.max_redirects is not None:
         options["maxRedirects"] = load.max_redirects
-    for key in ("summaryTimeUnit", "userAgent"):
+    for key in ("summaryTimeUnit", "userAgent", "discardResponseBodies"):
         if key in raw:
             options[key] = raw[key]
     return options
