@@ -135,10 +135,26 @@ def _load_run(args: argparse.Namespace, holder: dict, signalled: list[int]) -> i
         with open(args.summary_json, "w") as handle:
             json.dump(data, handle, indent=2)
     if signalled:
+        name = "interrupt" if signalled[0] == signal.SIGINT else "terminated"
+        print(  # k6's last words, as Go names the signal
+            f"error: test run was aborted because it received a '{name}' signal",
+            file=sys.stderr,
+        )
         return EXIT_SIGNAL
     if args.no_thresholds:
         return 0
-    return 0 if result.thresholds_passed else EXIT_THRESHOLDS_FAILED
+    if result.thresholds_passed:
+        return 0
+    crossed = sorted(
+        metric
+        for metric, verdicts in result.thresholds.items()
+        if not all(verdicts.values())
+    )
+    print(  # k6's words
+        f"error: thresholds on metrics '{', '.join(crossed)}' have been crossed",
+        file=sys.stderr,
+    )
+    return EXIT_THRESHOLDS_FAILED
 
 
 class ProgressLine:

@@ -9,6 +9,9 @@ then one line per sample:
 
     {"metric":..,"type":"Point","data":{"time":"2026-..T..Z","value":..,"tags":{..}}}
 
+with the time in Go's RFC3339Nano (no trailing zeros) and integral values
+written as integers (`10`, not `10.0`), as Go encodes k6's float64 values.
+
 `--out csv=FILE` writes k6's CSV: the header `metric_name,timestamp,metric_value,
 check,...,url,extra_tags,metadata`, then one row per sample (unix seconds, the
 value with six decimals, k6's tag columns, other tags as `a=1&b=2`).
@@ -62,9 +65,21 @@ def open_output(
 
 
 def _rfc3339(ns: int) -> str:
+    """Go's RFC3339Nano, as k6 writes it: no trailing zeros in the fraction."""
     seconds, fraction = divmod(ns, 1_000_000_000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{fraction:09d}Z"
+    if not fraction:
+        return f"{stamp}Z"
+    return f"{stamp}.{f'{fraction:09d}'.rstrip('0')}Z"
+
+
+def _json_number(value: Any) -> Any:
+    """A value as Go's encoder writes a float64: 10.0 is 10 (below 1e21)."""
+    if isinstance(value, bool):
+        return int(value)
+    if type(value) is float and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
 
 
 class JsonLinesOutput:
@@ -95,8 +110,7 @@ class JsonLinesOutput:
         if name not in self.seen:
             self.seen.add(name)
             self.lines.append(self._metric_line(name))
-        if isinstance(value, bool):
-            value = int(value)
+        value = _json_number(value)
         data = {"time": _rfc3339(time.time_ns()), "value": value, "tags": tags or {}}
         self.lines.append(
             json.dumps(

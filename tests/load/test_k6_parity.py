@@ -298,6 +298,8 @@ def test_item_12_ctrl_c_prints_the_summary_writes_the_export_exits_105(tmp_path)
         recorded["summary_printed"] and "iterations" in out and "TOTAL RESULTS" in out
     )
     assert recorded["export_written"] and "iterations" in export.read_text()
+    # k6: "test run was aborted because k6 received a 'interrupt' signal"
+    assert "test run was aborted because it received a 'interrupt' signal" in err
     handle_summary = json.loads(data.read_text())  # handleSummary(data)'s shape
     assert set(handle_summary) >= {"root_group", "options", "state", "metrics"}
     assert handle_summary["metrics"]["iterations"]["values"]["count"] > 0
@@ -328,6 +330,7 @@ def test_k6_flags_env_vus_duration_out_json(tmp_path):
         again = _cli(*args, "--no-thresholds", "--quiet", str(spec))
         again.communicate(timeout=60)
     assert process.returncode == 99, err  # k6: thresholds crossed
+    assert "thresholds on metrics 'http_reqs' have been crossed" in err  # k6's words
     assert again.returncode == 0  # --no-thresholds
     metric_lines, points = parse_json_lines(out.read_text())
     rows = (tmp_path / "o.csv").read_text().splitlines()
@@ -354,6 +357,31 @@ def test_k6_flags_env_vus_duration_out_json(tmp_path):
         sum(p["data"]["value"] for p in http),
         len(http),
     )
+
+
+def test_out_json_times_and_numbers_as_k6_writes_them():
+    """Go's RFC3339Nano (k6 1.1.0 wrote "2026-12-02T14:29:51.28026812Z") and
+    float64s as Go encodes them (k6 wrote the vus point as "value":10)."""
+    from chaospika.loadengine.output import _rfc3339
+
+    second = 1796221791000000000  # 2026-12-02T14:29:51Z
+    assert _rfc3339(second + 280_268_120) == "2026-12-02T14:29:51.28026812Z"
+    assert _rfc3339(second + 5) == "2026-12-02T14:29:51.000000005Z"
+    assert _rfc3339(second) == "2026-12-02T14:29:51Z"
+    registry = Registry()
+    sink = io.StringIO()
+    output = JsonLinesOutput(sink, {})
+    output.attach(registry)
+    for value in (10.0, 0.817493, True, 3, 1e21):
+        registry.add("vus", value)
+    output.flush()
+    values = [
+        line.split('"value":')[1].split(",")[0]
+        for line in sink.getvalue().splitlines()
+        if '"Point"' in line
+    ]
+    output.close()
+    assert values == ["10", "0.817493", "1", "3", "1e+21"]
 
 
 # -- k6 options and shortcuts ------------------------------------------------------------
