@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.units import parse_duration
 
 __all__ = ["SHORTCUT_KEYS", "expand", "override", "parse_stage"]
 
@@ -84,6 +85,7 @@ def parse_stage(text: str) -> dict[str, Any]:
         raise ScenarioError(
             "--stage", f"expected DURATION:TARGET such as 30s:10, got {text!r}"
         )
+    parse_duration("--stage", duration)  # a bad one is named by its flag
     return {"duration": duration, "target": number}
 
 
@@ -95,6 +97,8 @@ def override(
     stages: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """`spec` with k6's CLI shortcut flags applied (None: not given)."""
+    if duration is not None:
+        parse_duration("--duration", duration)  # a bad one is named by its flag
     flags = {
         "vus": vus,
         "duration": duration,

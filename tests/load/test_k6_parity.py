@@ -443,6 +443,10 @@ def test_cli_overrides_replace_the_scenarios_like_k6():
     assert override(two) == two  # no flag: unchanged
     with pytest.raises(ScenarioError, match="DURATION:TARGET"):
         override(one, stages=["10"])
+    with pytest.raises(ScenarioError, match=r"^--stage: malformed duration '3x'"):
+        override(one, stages=["3x:1"])
+    with pytest.raises(ScenarioError, match=r"^--duration: malformed duration '3x'"):
+        override(one, duration="3x")
     with pytest.raises(ScenarioError, match="not both"):
         parse_spec({**one, "vus": 2})
     with pytest.raises(ScenarioError, match=r"iterations \(1\) can't be less"):
