@@ -152,6 +152,7 @@ class LocalRun:
         self.stopped_by: str | None = None
         self.duration = 0.0
         self.t0 = 0.0
+        self.second = 0  # the whole second the clock reached last
         self._stop = asyncio.Event()
         self._vus_made = 0
         self.setup_data: dict = {}  # vars captured by setup: every VU starts with them
@@ -165,10 +166,12 @@ class LocalRun:
             self.stopped_by = reason
         self._stop.set()
 
-    def record_gauges(self) -> None:
-        vus = self.state.active_vus
+    def record_gauges(self) -> int:
+        """Record vus and vus_max as of the current whole second; return vus."""
+        vus = self.state.vus_at(self.t0 + self.second)
         self.registry.add("vus", float(vus))
         self.registry.add("vus_max", float(max(self.state.max_vus, vus)))
+        return vus
 
     def errors(self) -> int:
         """Iterations that raised so far."""
@@ -326,6 +329,7 @@ class LocalRun:
             second = max(second + 1, int(self.elapsed()))
             while (delay := self.t0 + second - time.monotonic()) > 0:
                 await asyncio.sleep(delay)  # timers may fire early: sleep again
+            self.second = second
             await self._fold_pending()  # the tick then folds what is left: little
             self.lag.close_second()
             try:
@@ -398,7 +402,7 @@ async def run_here(
     judged = AbortClock()
 
     def on_second(elapsed: float) -> None:
-        local.record_gauges()
+        vus = local.record_gauges()
         registry.tick(elapsed)
         hit = (
             load.thresholds.check_abort(registry, elapsed) if judged(elapsed) else None
@@ -409,12 +413,9 @@ async def run_here(
             )
             local.stop_now("threshold")
         if on_progress is not None:
-            state = local.state
-            vus_max = max(state.max_vus, state.active_vus)
+            vus_max = max(local.state.max_vus, vus)
             lag = local.lag.p95_ms()
-            totals = progress_totals(
-                registry, state.active_vus, vus_max, local.errors(), lag
-            )
+            totals = progress_totals(registry, vus, vus_max, local.errors(), lag)
             totals.lag_sustained_ms = local.lag.sustained_p95_ms
             totals.interrupted = local.interrupted()
             # captures: live, read inside the callback (the session's `captured`)

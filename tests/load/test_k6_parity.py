@@ -31,6 +31,7 @@ from k6_reference import TABLE_FILE
 
 from chaospika.loadengine import LoadRun, metrics, run
 from chaospika.loadengine.errors import ScenarioError
+from chaospika.loadengine.executors.base import ExecutionState
 from chaospika.loadengine.http1 import USER_AGENT
 from chaospika.loadengine.output import CsvOutput, JsonLinesOutput
 from chaospika.loadengine.percentiles import HDR_RELATIVE_ERROR
@@ -157,6 +158,34 @@ def test_items_3_11_vus_gauge_keeps_the_last_count_none_when_short():
     assert long.thresholds_passed is (K6["vus"]["exit_code"] == 0)
     short = run({"vus": 1, "iterations": 3, "steps": steps})
     assert sorted(short.summary_export["metrics"]) == K6["vus"]["short_metrics"]
+
+
+def test_item_3_vus_read_at_a_whole_second_ignore_changes_due_then():
+    """k6 1.1.0, stages 1s:3 then 1s:0 against nginx: vus value 1, min 1, max 2 (2 of
+    3 runs; in the third its run ended before the 2 s reading: 2, 2, 2). The VU
+    that a stage starts at 1 s, or ends at 2 s, is not counted as changed yet."""
+    spec = {
+        "stages": [{"duration": "1s", "target": 3}, {"duration": "1s", "target": 0}],
+        "steps": [{"think": 0}],  # back-to-back iterations: many samples to fold
+    }
+    for _ in range(2):
+        vus = run(spec).summary_export["metrics"]["vus"]
+        assert {k: vus[k] for k in ("value", "min", "max")} == {
+            "value": 1,
+            "min": 1,
+            "max": 2,
+        }
+
+
+def test_vus_at_a_moment_leaves_out_later_changes():
+    state = ExecutionState()
+    state.vu_started()
+    moment = time.monotonic()
+    state.vu_started()
+    state.vu_ended()
+    state.vu_ended()
+    assert state.active_vus == 0 and state.vus_at(moment) == 1
+    assert state.vus_at(time.monotonic() + 1) == 0 and state.changes == []
 
 
 def test_item_5_sums_add_in_order():

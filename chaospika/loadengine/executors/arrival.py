@@ -83,7 +83,7 @@ class ArrivalRateExecutor(Executor):
     async def _serve(self, vu: Any, turn: asyncio.Future) -> None:
         """One VU: wait for its turn, run an iteration, queue up again."""
         loop = asyncio.get_running_loop()
-        self.state.active_vus += 1
+        self.state.vu_started()
         try:
             while True:
                 await turn
@@ -93,4 +93,4 @@ class ArrivalRateExecutor(Executor):
                 turn = loop.create_future()
                 self._free.append(turn)
         finally:
-            self.state.active_vus -= 1
+            self.state.vu_ended()

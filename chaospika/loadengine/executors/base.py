@@ -81,10 +81,31 @@ class ScenarioConfig:
 
 @dataclass
 class ExecutionState:
-    """Process-wide VU counts: `active_vus` feeds the vus gauge, `max_vus` vus_max."""
+    """Process-wide VU counts: `active_vus` feeds the vus gauge, `max_vus` vus_max.
+
+    Each start and end is also timed, so that the gauge read at a whole second
+    counts the VUs of that instant, as k6's does: a VU that a stage starts or
+    ends at exactly that second is not counted as changed yet, however the
+    event loop orders the two timers.
+    """
 
     active_vus: int = 0
     max_vus: int = 0
+    changes: list[tuple[float, int]] = field(default_factory=list)
+
+    def vu_started(self) -> None:
+        self.active_vus += 1
+        self.changes.append((time.monotonic(), 1))
+
+    def vu_ended(self) -> None:
+        self.active_vus -= 1
+        self.changes.append((time.monotonic(), -1))
+
+    def vus_at(self, moment: float) -> int:
+        """VUs active at `moment` (monotonic, not in the future); forgets older changes."""
+        later = [change for change in self.changes if change[0] >= moment]
+        self.changes = later
+        return self.active_vus - sum(delta for _, delta in later)
 
 
 @dataclass
@@ -293,13 +314,13 @@ class Executor:
 
     async def _loop(self, vu: Any, keep_going: Callable[[], bool]) -> None:
         """Closed model: iterate on `vu` back to back while `keep_going()`."""
-        self.state.active_vus += 1
+        self.state.vu_started()
         try:
             while keep_going() and not self.stop.is_set():
                 await self._iterate(vu)
                 await asyncio.sleep(0)  # let others run if the iteration never waited
         finally:
-            self.state.active_vus -= 1
+            self.state.vu_ended()
 
     def _drop(self, count: int) -> None:
         if count > 0:

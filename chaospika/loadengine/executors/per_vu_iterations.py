@@ -25,7 +25,7 @@ class PerVUIterations(IterationsExecutor):
         await self._finish(vus, options.max_duration + self.config.graceful_stop)
 
     async def _run_vu(self, vu: Any, iterations: int) -> None:
-        self.state.active_vus += 1
+        self.state.vu_started()
         done = 0
         try:
             while done < iterations:
@@ -40,4 +40,4 @@ class PerVUIterations(IterationsExecutor):
                 self._drop(iterations - done)
             raise
         finally:
-            self.state.active_vus -= 1
+            self.state.vu_ended()

@@ -42,7 +42,7 @@ class SharedIterations(IterationsExecutor):
         self._drop(self._total - min(self._attempted, self._total))
 
     async def _run_vu(self, vu: Any) -> None:
-        self.state.active_vus += 1
+        self.state.vu_started()
         try:
             while not self._regular_over:
                 self._attempted += 1
@@ -51,4 +51,4 @@ class SharedIterations(IterationsExecutor):
                 await self._iterate(vu)
                 await asyncio.sleep(0)
         finally:
-            self.state.active_vus -= 1
+            self.state.vu_ended()
