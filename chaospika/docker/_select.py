@@ -250,3 +250,41 @@ def select(
             "nothing touched (raise max_targets to allow it)"
         )
     return found
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Checked selection arguments, resolved against an engine when asked."""
+
+    criteria: Criteria
+    mode: str
+    qty: Any
+    seed: int | None
+    max_targets: int | None
+
+    def resolve(self, client: Any, state: str, allow_empty: bool = False) -> Selection:
+        """Match the engine's containers now and choose among those in `state`."""
+        return select(
+            client.containers(all=True),
+            self.criteria,
+            state,
+            self.mode,
+            self.qty,
+            self.seed,
+            self.max_targets,
+            allow_empty,
+        )
+
+
+def targets(
+    name: Any,
+    selector: Any,
+    name_pattern: Any,
+    mode: Any,
+    qty: Any,
+    seed: Any,
+    max_targets: Any,
+) -> Targets:
+    """Check every selection argument before the engine is asked anything."""
+    crit = criteria(name, selector, name_pattern)
+    return Targets(crit, *selection_args(mode, qty, seed, max_targets))

@@ -53,57 +53,23 @@ RESTARTING_WAIT_SECONDS = 10.0
 ###############################################################################
 # Selection
 ###############################################################################
-def _selection(
-    client: Any,
-    state: str,
-    name: Any,
-    selector: Any,
-    name_pattern: Any,
-    mode: Any,
-    qty: Any,
-    seed: Any,
-    max_targets: Any,
-    allow_empty: bool = False,
-) -> _select.Selection:
-    """Check the selection arguments and resolve them against the engine."""
-    crit = _select.criteria(name, selector, name_pattern)
-    mode, qty, seed, cap = _select.selection_args(mode, qty, seed, max_targets)
-    summaries = client.containers(all=True)
-    return _select.select(summaries, crit, state, mode, qty, seed, cap, allow_empty)
-
-
-def _check(
-    name: Any,
-    selector: Any,
-    name_pattern: Any,
-    mode: Any,
-    qty: Any,
-    seed: Any,
-    cap: Any,
-) -> None:
-    """Check the selection arguments before the engine is asked anything."""
-    _select.criteria(name, selector, name_pattern)
-    _select.selection_args(mode, qty, seed, cap)
-
-
 def plan(action: str, arguments: dict[str, Any]) -> tuple[str, _select.Selection]:
     """Resolve a fault's targets from its arguments without touching anything
     (the safety control's pre-flight): (engine URL, selection)."""
     state, defaults = PLANNED[action]
     args = {**defaults, **arguments}
     url = _engine.docker_url(args.get("docker_url"))
+    targets = _select.targets(
+        args.get("name"),
+        args.get("selector"),
+        args.get("name_pattern"),
+        args.get("mode"),
+        args.get("qty"),
+        args.get("seed"),
+        args.get("max_targets"),
+    )
     with _engine.connected(url) as client:
-        found = _selection(
-            client,
-            state,
-            args.get("name"),
-            args.get("selector"),
-            args.get("name_pattern"),
-            args.get("mode"),
-            args.get("qty"),
-            args.get("seed"),
-            args.get("max_targets"),
-        )
+        found = targets.resolve(client, state)
     return url, found
 
 
@@ -249,19 +215,11 @@ def stop_containers(
     seconds = _whole_seconds("timeout", timeout)
     life = _ttl(ttl)
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, max_targets)
+    targets = _select.targets(
+        name, selector, name_pattern, mode, qty, seed, max_targets
+    )
     with _engine.connected(url) as client:
-        found = _selection(
-            client,
-            "running",
-            name,
-            selector,
-            name_pattern,
-            mode,
-            qty,
-            seed,
-            max_targets,
-        )
+        found = targets.resolve(client, "running")
         _announce(f"stop (timeout {seconds} s)", found, url, "start it again", life)
 
         def apply(cid: str) -> dict:
@@ -302,19 +260,11 @@ def kill_containers(
     wait = require_duration("timeout", timeout, maximum=600)
     life = _ttl(ttl)
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, max_targets)
+    targets = _select.targets(
+        name, selector, name_pattern, mode, qty, seed, max_targets
+    )
     with _engine.connected(url) as client:
-        found = _selection(
-            client,
-            "running",
-            name,
-            selector,
-            name_pattern,
-            mode,
-            qty,
-            seed,
-            max_targets,
-        )
+        found = targets.resolve(client, "running")
         undo_text = "start it again unless its restart policy did"
         _announce(f"send {chosen} to", found, url, undo_text, life)
 
@@ -359,19 +309,11 @@ def pause_containers(
     """
     life = _ttl(ttl)
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, max_targets)
+    targets = _select.targets(
+        name, selector, name_pattern, mode, qty, seed, max_targets
+    )
     with _engine.connected(url) as client:
-        found = _selection(
-            client,
-            "running",
-            name,
-            selector,
-            name_pattern,
-            mode,
-            qty,
-            seed,
-            max_targets,
-        )
+        found = targets.resolve(client, "running")
         _announce("pause", found, url, "unpause it", life)
 
         def apply(cid: str) -> dict:
@@ -405,19 +347,11 @@ def restart_containers(
     """
     seconds = _whole_seconds("timeout", timeout)
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, max_targets)
+    targets = _select.targets(
+        name, selector, name_pattern, mode, qty, seed, max_targets
+    )
     with _engine.connected(url) as client:
-        found = _selection(
-            client,
-            "running",
-            name,
-            selector,
-            name_pattern,
-            mode,
-            qty,
-            seed,
-            max_targets,
-        )
+        found = targets.resolve(client, "running")
         undo_text = "none needed; one cut short is started again"
         _announce(f"restart (timeout {seconds} s)", found, url, undo_text, None)
 
@@ -462,11 +396,9 @@ def start_containers(
     """
     wait = require_duration("timeout", timeout, maximum=600)
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, None)
+    targets = _select.targets(name, selector, name_pattern, mode, qty, seed, None)
     with _engine.connected(url) as client:
-        found = _selection(
-            client, "stopped", name, selector, name_pattern, mode, qty, seed, None, True
-        )
+        found = targets.resolve(client, "stopped", allow_empty=True)
         if found.selected:
             logger.info(
                 "docker: starting %d container(s) on %s: %s",
@@ -506,11 +438,9 @@ def unpause_containers(
     container is). Their pause faults are marked undone.
     """
     url = _engine.docker_url(docker_url)
-    _check(name, selector, name_pattern, mode, qty, seed, None)
+    targets = _select.targets(name, selector, name_pattern, mode, qty, seed, None)
     with _engine.connected(url) as client:
-        found = _selection(
-            client, "paused", name, selector, name_pattern, mode, qty, seed, None, True
-        )
+        found = targets.resolve(client, "paused", allow_empty=True)
         touched = []
         for summary in found.selected:
             report = _unpause(client, summary["Id"], _select.summary_name(summary))
