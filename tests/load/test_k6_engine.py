@@ -8,7 +8,10 @@ compare k6's results with the pika engine's on the same scenario.
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -585,3 +588,41 @@ def test_run_load_turns_a_k6_exec_spec_into_activity_failed():
     }
     with pytest.raises(ActivityFailed, match=r"scenarios\.s\.exec"):
         run_load(spec=spec, name="k6-exec")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found += [int(child) for child in handle.read().split()]
+    return found
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone, or a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@needs_k6
+@pytest.mark.parametrize("segments", [1, 2])
+def test_k6_stops_when_chaospika_is_killed(segments):
+    """SIGKILL of the Python process that runs k6 ends every k6 it started, at
+    once (the kernel sends them SIGTERM), not at the end of their 30 s."""
+    spec = {"engine": "k6", "vus": 2, "duration": "30s", "steps": [{"think": 0.2}]}
+    if segments > 1:
+        spec["segments"] = segments
+    code = f"from chaospika.loadengine import run; run({spec!r})"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        assert wait_until(lambda: len(_children(parent.pid)) == segments, 20)
+        k6s = _children(parent.pid)
+        time.sleep(1)  # k6 is running its test
+        assert not any(_ended(pid) for pid in k6s)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_until(lambda: all(_ended(pid) for pid in k6s), 10), k6s

@@ -50,6 +50,7 @@ from chaospika.loadengine.k6.runner import (
     K6Error,
     _K6Run,
     report_second,
+    stop_with_parent,
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script
@@ -213,6 +214,7 @@ class _Segment(_K6Run):
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
+                preexec_fn=stop_with_parent(),  # noqa: PLW1509 - one prctl call
             )
         logger.info("load on k6: %s, PID %d", self.label, self.process.pid)
 
