@@ -17,6 +17,7 @@ shortcut they describe; the steps of a single scenario, or the top-level ones,
 are kept (with several scenarios, which to run is ambiguous: a ScenarioError).
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = ["SHORTCUT_KEYS", "expand", "override", "parse_stage"]
 
 SHORTCUT_KEYS = ("vus", "duration", "iterations", "stages")
 BODY_KEYS = ("steps", "exec")
+
+logger = logging.getLogger("chaostoolkit")
 
 
 def expand(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,9 +120,16 @@ def override(
                 "--vus/--duration/--iterations/--stage replace the scenarios (as in "
                 "k6): give a spec with one scenario, or top-level steps",
             )
-        (only,) = scenarios.values()
+        ((name, only),) = scenarios.items()
         if not isinstance(only, Mapping):
             raise ScenarioError("scenarios", f"expected an object, got {only!r}")
+        if only.get("env"):
+            logger.warning(
+                "--vus/--duration/--iterations/--stage replaced scenario %r and its "
+                "env (%s), as k6 does: give those with -e KEY=VALUE",
+                name,
+                ", ".join(map(str, only["env"])),
+            )
         for key in BODY_KEYS:
             if key in only:
                 spec[key] = only[key]

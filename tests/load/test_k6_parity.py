@@ -482,6 +482,15 @@ def test_cli_overrides_replace_the_scenarios_like_k6():
         parse_spec({"vus": 4, "steps": [{"think": 0}]})  # as k6: 1 iteration, 4 VUs
 
 
+def test_a_cli_override_says_it_dropped_the_scenario_env(caplog):
+    from chaospika.loadengine.shortcuts import override
+
+    spec = {"scenarios": {"a": {"env": {"WHAT": "x"}, "steps": [1]}}}
+    with caplog.at_level("WARNING", logger="chaostoolkit"):
+        assert "env" not in override(spec, vus=2)  # k6 drops it too
+    assert "replaced scenario 'a' and its env (WHAT)" in caplog.text
+
+
 def test_per_scenario_env_comes_before_the_process_env(monkeypatch):
     monkeypatch.setenv("PIKA_PARITY_PATH", "/from-process")
     with Server() as server:
