@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -215,10 +214,8 @@ def _announce_start(until: float) -> None:
         sys.stdout.close()
 
 
-def _first_stall(
-    client: redis.Redis, seconds: float, announce: Callable[[float], None], until: float
-) -> None:
-    """DEBUG SLEEP `seconds`: sent, then `announce(until)`, then its reply awaited."""
+def _first_stall(client: redis.Redis, seconds: float, until: float) -> None:
+    """DEBUG SLEEP `seconds`: sent, then the start announced, then its reply awaited."""
     pool = client.connection_pool
     try:
         connection = pool.get_connection()
@@ -226,7 +223,7 @@ def _first_stall(
         connection = pool.get_connection("DEBUG")
     try:
         connection.send_command("DEBUG", "SLEEP", f"{seconds:.3f}")
-        announce(until)
+        _announce_start(until)
         connection.read_response()
     finally:
         pool.release(connection)
@@ -237,7 +234,7 @@ def loop(redis_url: str, duration: float, sleep_seconds: float, interval: float)
     client = _conn.open_client(redis_url, timeout=sleep_seconds + 5.0)
     until = time.time() + duration
     try:  # the first stall is sent before saying "started": in force on return
-        _first_stall(client, min(sleep_seconds, duration), _announce_start, until)
+        _first_stall(client, min(sleep_seconds, duration), until)
         sleeps = 1
     except _conn.UNREACHABLE as error:  # the loop below tries again
         logger.warning("DEBUG SLEEP failed: %s", redact_text(error))
