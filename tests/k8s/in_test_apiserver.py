@@ -36,7 +36,7 @@ from collections import deque
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from chaospika.k8s import _labels
@@ -675,26 +675,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class InTestApiServer(ThreadingHTTPServer):
-    """The API server on 127.0.0.1:`port` (0: a free one) for `cluster`."""
+class _LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1:`port` (0: a free one), started and
+    stopped by the test."""
 
     daemon_threads = True
 
-    def __init__(self, cluster: Cluster, token: str, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.cluster = cluster
-        self.token = token
-        self.requests: list[tuple[str, str, dict]] = []
-        self.seen_authorization: list[str | None] = []
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), handler)
         self.thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> "InTestApiServer":
+    def start(self) -> Self:
         self.thread.start()
         return self
 
@@ -702,6 +699,21 @@ class InTestApiServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self.thread.join(timeout=5)
+
+
+class InTestApiServer(_LoopbackServer):
+    """The API server on 127.0.0.1:`port` (0: a free one) for `cluster`."""
+
+    def __init__(self, cluster: Cluster, token: str, port: int = 0) -> None:
+        super().__init__(_Handler, port)
+        self.cluster = cluster
+        self.token = token
+        self.requests: list[tuple[str, str, dict]] = []
+        self.seen_authorization: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return self.base_url
 
 
 class _ServiceHandler(BaseHTTPRequestHandler):
@@ -723,30 +735,16 @@ class _ServiceHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class Service(ThreadingHTTPServer):
+class Service(_LoopbackServer):
     """A loopback HTTP service whose availability follows the ready pods it selects."""
 
-    daemon_threads = True
-
     def __init__(self, cluster: Cluster, namespace: str, selector: str) -> None:
-        super().__init__(("127.0.0.1", 0), _ServiceHandler)
+        super().__init__(_ServiceHandler)
         self.cluster, self.namespace, self.selector = cluster, namespace, selector
-        self.thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/health"
-
-    def start(self) -> "Service":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
+        return f"{self.base_url}/health"
 
 
 def write_kubeconfig(
