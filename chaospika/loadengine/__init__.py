@@ -11,8 +11,9 @@ is checked by `parse_spec`, run by `run` / `run_async` or as a stoppable
     result.thresholds_passed, result.registry.stats("http_req_duration")
 """
 
+import argparse
+
 from chaospika.loadengine.errors import ScenarioError
-from chaospika.loadengine.k6.operator import add_operator_command
 from chaospika.loadengine.launch import LoadRun, run, run_async
 from chaospika.loadengine.lifecycle import running_loads, stop_all, wait_all
 from chaospika.loadengine.output import open_output, parse_out
@@ -26,6 +27,15 @@ from chaospika.loadengine.tags import parse_selector
 from chaospika.loadengine.thresholds import ThresholdSet, parse_thresholds
 from chaospika.loadengine.units import parse_duration
 from chaospika.loadengine.ws import WsClosed, WsError, WsSession
+
+
+def add_operator_command(actions: argparse._SubParsersAction) -> None:
+    """Add `load k6-operator` (k6/operator.py, imported only now: a pika-engine
+    run needs none of the k6 modules)."""
+    from chaospika.loadengine.k6.operator import add_operator_command as add
+
+    add(actions)
+
 
 __all__ = [
     "LoadResult",

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from chaospika.loadengine.k6 import run_k6
 from chaospika.loadengine.lifecycle import StopFlag, active_run
 from chaospika.loadengine.processes import run_processes
 from chaospika.loadengine.registry import Registry
@@ -53,6 +52,8 @@ def run(
     with active_run() as flag:
         stop = either(flag, stop_event)
         if load.engine == "k6":
+            from chaospika.loadengine.k6 import run_k6  # only k6 runs need it
+
             return run_k6(
                 load,
                 max_duration=max_duration,
