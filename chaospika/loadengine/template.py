@@ -323,16 +323,40 @@ def compile_json(field: str, value: Any, scenario: str = "") -> Template:
     return Template(value, False, None, _json_renderer(literals, order))
 
 
+# the JSON text of placeholders that always give an int: no `_dump` type test
+_INT_TEXT: dict[Getter, Getter] = {
+    _now_ms: lambda vu: str(int(time.time() * 1000)),
+    _vu_id: lambda vu: str(vu.id),
+    _vu_iteration: lambda vu: str(vu.iteration),
+    _counter_next: lambda vu: str(next(_counter)),
+}
+
+
+def _json_text(get: Getter) -> Getter:
+    """A getter of `get`'s value as JSON text."""
+    text = _INT_TEXT.get(get)
+    return text if text is not None else lambda vu: _dump(get(vu))
+
+
 def _json_renderer(literals: tuple[str, ...], getters: tuple[Getter, ...]) -> Getter:
-    if len(getters) == 1:
-        head, tail = literals
-        (only,) = getters
-        return lambda vu: head + _dump(only(vu)) + tail
+    texts = tuple(_json_text(get) for get in getters)
+    if len(texts) == 1:  # one concatenation per slot: no list, no join
+        l0, l1 = literals
+        (t0,) = texts
+        return lambda vu: l0 + t0(vu) + l1
+    if len(texts) == 2:
+        l0, l1, l2 = literals
+        t0, t1 = texts
+        return lambda vu: l0 + t0(vu) + l1 + t1(vu) + l2
+    if len(texts) == 3:
+        l0, l1, l2, l3 = literals
+        t0, t1, t2 = texts
+        return lambda vu: l0 + t0(vu) + l1 + t1(vu) + l2 + t2(vu) + l3
 
     def render(vu: Any) -> str:
         out = [literals[0]]
-        for get, literal in zip(getters, literals[1:]):
-            out.append(_dump(get(vu)))
+        for text, literal in zip(texts, literals[1:]):
+            out.append(text(vu))
             out.append(literal)
         return "".join(out)
 

@@ -69,6 +69,8 @@ class WsClosed(WsError):
 
 
 _masks: list[bytes] = []  # unused frame masks, taken with pop()
+# the first two bytes of a final, masked text frame of 0..125 bytes
+_TEXT_HEADS = [bytes((0x80 | _TEXT, 0x80 | size)) for size in range(126)]
 
 
 def _refill_masks() -> None:
@@ -124,8 +126,25 @@ class _WsProtocol(asyncio.Protocol):
         self.made = True
 
     def data_received(self, data: bytes) -> None:
-        self.received_bytes += len(data)
+        size = len(data)
+        self.received_bytes += size
         buffer = self.buffer
+        if (  # the common case, inlined: one whole small text message in `data`
+            size >= 2
+            and data[0] == 0x81
+            and data[1] < 126  # no extended length, not masked
+            and data[1] == size - 2  # the whole frame and nothing more
+            and not buffer
+            and self.on_message is not None
+            and self.upgraded
+        ):
+            try:
+                message = data[2:].decode()
+            except UnicodeDecodeError:
+                pass  # the general path closes with 1007
+            else:
+                self.on_message(message)
+                return
         if buffer:
             buffer.extend(data)
             data = buffer  # type: ignore[assignment]
@@ -313,7 +332,8 @@ class _WsProtocol(asyncio.Protocol):
             except IndexError:
                 _refill_masks()
                 mask = _masks.pop()
-            frame = bytes((first, 0x80 | size)) + mask + apply_mask(payload, mask)
+            head = _TEXT_HEADS[size] if first == 0x81 else bytes((first, 0x80 | size))
+            frame = head + mask + apply_mask(payload, mask)
         else:
             frame = _frame(first & 0x0F, payload)
         self.sent_bytes += len(frame)

@@ -3,11 +3,17 @@
 A compiled step (steps.py) is a `WsPlan`; `run_ws_plan` drives it for one VU:
 hold the session open, reconnect when the server drops it, and turn every
 failure into a check. Messages are sent from loop timers and received through
-`WsSession.listen`, so a message costs no task switch and no future.
+`WsSession.listen`, so a message costs no task switch and no future. The senders
+of a loop share one loop timer per millisecond in which sends are due (`_Ticker`)
+rather than one timer per message.
 """
 
 import asyncio
+import contextvars
 import logging
+import math
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from chaospika.loadengine.ws import WsClosed, WsError, WsSession
@@ -69,6 +75,70 @@ class _Progress:
             self.expected.set_result(None)
 
 
+class _Ticker:
+    """The loop timers of a loop's senders: one per millisecond with sends due.
+
+    uvloop's timers count whole milliseconds, so the callbacks due in one
+    millisecond fire together anyway; sharing that timer spares a timer handle
+    (allocated, armed in libuv's heap, closed) per message. A callback is due at
+    the first whole millisecond not before its time, and callbacks of one
+    millisecond run in the order they were added.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # per due millisecond: [loop timer, callbacks]
+        self.due: dict[int, list[Any]] = {}
+        self.context = contextvars.Context()  # no run's context leaks to another
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> int:
+        """Run `callback` at loop time `when`; returns the key for `cancel`."""
+        key = math.ceil(when * 1000 - 1e-6)  # loop.time() + n * every is not exact
+        entry = self.due.get(key)
+        if entry is None:
+            timer = self.loop.call_at(key / 1000, self._fire, key, context=self.context)
+            self.due[key] = [timer, [callback]]
+        else:
+            entry[1].append(callback)
+        return key
+
+    def cancel(self, key: int, callback: Callable[[], None]) -> None:
+        """Drop `callback` from millisecond `key` (its loop timer too when unused)."""
+        entry = self.due.get(key)
+        if entry is None:
+            return
+        callbacks = entry[1]
+        try:
+            callbacks.remove(callback)
+        except ValueError:
+            return
+        if not callbacks:
+            del self.due[key]
+            entry[0].cancel()
+
+    def _fire(self, key: int) -> None:
+        for callback in self.due.pop(key)[1]:
+            try:
+                callback()
+            except Exception as error:  # noqa: BLE001 - as the loop does for a timer
+                self.loop.call_exception_handler(
+                    {"message": "ws send timer failed", "exception": error}
+                )
+
+
+_tickers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ticker(loop: asyncio.AbstractEventLoop) -> _Ticker:
+    """The `_Ticker` of `loop` (made at its first use)."""
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        ticker = _tickers[loop] = _Ticker(loop)
+    return ticker
+
+
 class _Sender:
     """Sends the plan's messages on its interval from loop timers; `done` at the end."""
 
@@ -80,12 +150,13 @@ class _Sender:
         self.done = self.loop.create_future()
         self.began = self.loop.time()
         self.sent_here = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.ticker = _ticker(self.loop)
+        self.key: int | None = None  # the ticker millisecond of the next send
         self._send_later = self._send  # one bound method for every timer
         self._send()  # the first message goes at once
 
     def _send(self) -> None:
-        self.timer = None
+        self.key = None
         try:
             self.session.send_nowait(self.plan.message.render(self.vu))
         except WsClosed:
@@ -100,13 +171,13 @@ class _Sender:
             self.done.set_result(None)
             return
         due = self.began + self.sent_here * self.plan.every
-        self.timer = self.loop.call_at(due, self._send_later)
+        self.key = self.ticker.call_at(due, self._send_later)
 
     def cancel(self) -> None:
         """Stop sending (no timer is left behind)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.key is not None:
+            self.ticker.cancel(self.key, self._send_later)
+            self.key = None
         if not self.done.done():
             self.done.cancel()
 

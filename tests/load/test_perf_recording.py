@@ -213,10 +213,22 @@ def test_inlined_text_frames_and_the_general_path_deliver_the_same():
         for at in range(0, len(stream), 7):  # split across reads: the buffer path
             protocol.data_received(stream[at : at + 7])
         assert got == ["héllo", b"\x00\x01", "parts", "x" * 300]
+        protocol.data_received(_server_frame(0x81, b"whole"))  # one read, one frame
+        frame = _server_frame(0x81, b"y" * 124)
+        # 128 bytes that are not a whole 126-byte frame: a 16-bit length of 124
+        protocol.data_received(bytes((0x81, 126)) + struct.pack("!H", 124) + frame[2:])
+        assert got[4:] == ["whole", "y" * 124]
         protocol.on_message = None
         protocol.data_received(_server_frame(0x81, b"queued"))
         assert protocol.receive() == "queued"
         protocol.data_received(_server_frame(0x81, b"\xff\xfe"))  # bad UTF-8
         assert protocol.closed is not None and protocol.closed.code == 1007
+        listening = ws._WsProtocol(loop, b"key")
+        listening.connection_made(_Transport())
+        listening.upgraded = True
+        listening.on_message = got.append
+        listening.data_received(_server_frame(0x81, b"\xff\xfe"))  # whole, bad UTF-8
+        assert listening.closed is not None and listening.closed.code == 1007
+        assert got[-1] == "y" * 124
 
     asyncio.run(scenario())

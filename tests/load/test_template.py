@@ -129,6 +129,29 @@ def test_json_escapes_rendered_strings_and_static_bodies_are_encoded_once():
     assert compile_json("f", "{{vu}}").render(make_vu(9)) == "9"
 
 
+@pytest.mark.parametrize("slots", [1, 2, 3, 4, 5])
+def test_json_with_one_to_five_placeholders_renders_compact_json(slots):
+    placeholders = {
+        "vu": ("{{vu}}", 7),
+        "iter": ("{{iter}}", 2),
+        "note": ("{{var.note}}", 'a "q"\n é'),
+        "flag": ("{{var.flag}}", True),
+        "order": ("{{var.order}}", {"id": 1, "tags": ["a"]}),
+    }
+    names = list(placeholders)[:slots]
+    body = {"fixed": "x", **{name: placeholders[name][0] for name in names}}
+    vu = make_vu(7, 2, note='a "q"\n é', flag=True, order={"id": 1, "tags": ["a"]})
+    expected = {"fixed": "x", **{name: placeholders[name][1] for name in names}}
+    text = compile_json("f", body).render(vu)
+    assert text == json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
+    before = int(time.time() * 1000)
+    stamped = json.loads(
+        compile_json("f", {"at": "{{now_ms}}", "n": "{{counter}}"}).render(vu)
+    )
+    assert before <= stamped["at"] <= int(time.time() * 1000)
+    assert type(stamped["at"]) is int and type(stamped["n"]) is int
+
+
 def test_json_rejects_templates_in_keys_and_non_json_values():
     with pytest.raises(ScenarioError, match="object keys") as caught:
         compile_json("scenarios.s.steps[0].request.json", {"{{vu}}": 1})

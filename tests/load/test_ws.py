@@ -3,6 +3,7 @@
 import asyncio
 import importlib.util
 import json
+import math
 import time
 from typing import Self
 
@@ -15,6 +16,7 @@ from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.steps import compile_steps
 from chaospika.loadengine.vu import VU
 from chaospika.loadengine.ws import WsClosed, WsError
+from chaospika.loadengine.ws_plan import _ticker
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 
@@ -126,6 +128,36 @@ def test_ws_step_sends_expects_and_measures_latency(loop):
     assert stats(registry, "data_sent")["count"] > 0
     assert registry.stats("checks") == {"rate": 1.0, "passes": 2, "fails": 0}
     assert 0.08 < elapsed < 2
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_senders_share_one_loop_timer_per_millisecond(loop):
+    async def scenario():
+        running = asyncio.get_running_loop()
+        ticker = _ticker(running)
+        assert _ticker(running) is ticker  # one per loop
+        fired: list = []
+        base = math.ceil(running.time() * 1000) / 1000 + 0.05
+        for name, when in [("a", base), ("b", base - 0.0004), ("c", base)]:
+            ticker.call_at(when, lambda name=name: fired.append((name, running.time())))
+        assert len(ticker.due) == 1  # a, b and c are due in one millisecond: one timer
+        assert len(next(iter(ticker.due.values()))[1]) == 3
+        late = ticker.call_at(base + 0.02, lambda: fired.append(("late", 0)))
+        ticker.call_at(base + 0.02, lambda: fired.append(("kept", running.time())))
+        dropped = ticker.call_at(base + 0.03, lambda: fired.append(("dropped", 0)))
+        assert len(ticker.due) == 3
+        timer = ticker.due[dropped][0]
+        ticker.cancel(dropped, ticker.due[dropped][1][0])
+        assert dropped not in ticker.due and timer.cancelled()  # no timer left behind
+        ticker.cancel(late, ticker.due[late][1][0])  # the other stays due
+        await asyncio.sleep(0.1)
+        return fired, base, ticker.due
+
+    fired, base, due = run(scenario(), loop)
+    assert [name for name, _ in fired] == ["a", "b", "c", "kept"]
+    assert fired[0][1] >= base - 0.0001  # not before the millisecond due
+    assert fired[3][1] >= base + 0.02 - 0.0001
+    assert due == {}
 
 
 def test_unmet_expectation_is_a_failed_check_within_its_timeout():
