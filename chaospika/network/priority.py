@@ -14,7 +14,9 @@ A lower nice value does: the thread's virtual runtime grows more slowly, so it
 is picked first whenever it is runnable, and it still shares the CPU fairly
 (nice -10 weighs 9.3x a nice-0 task; it cannot starve the others as a
 real-time policy could). Lowering nice needs CAP_SYS_NICE (or RLIMIT_NICE);
-without it the thread keeps its priority. Linux only (nice is per thread there).
+without it the thread keeps its priority. Linux only (nice is per thread there;
+threads the relay thread starts afterwards, such as uvloop's resolver pool,
+inherit it).
 """
 
 import os
