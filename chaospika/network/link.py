@@ -44,6 +44,7 @@ class Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.drained: asyncio.Future[None] | None = None  # set while writes wait
         self.holds: set[str] = set()
+        self.lost = False  # connection_lost came: no callback can follow
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(
@@ -59,7 +60,11 @@ class Side(asyncio.Protocol):
         return True  # stay open for writing: the other way may still flow
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connection.lost(self, exc)
+        connection = self.connection
+        connection.lost(self, exc)
+        self.lost = True
+        self.transport = None  # the transport holds this protocol: no cycle left
+        connection.dispose_if_done()
 
     def pause_writing(self) -> None:
         self.drained = self.connection.loop.create_future()
@@ -141,10 +146,12 @@ class Direction:
 
     # the Link protocol of the stages
     def close_connection(self) -> None:
-        self.connection.close()
+        if self.connection is not None:
+            self.connection.close()
 
     def reset_connection(self) -> None:
-        self.connection.reset()
+        if self.connection is not None:
+            self.connection.reset()
 
     def receive(self, data: bytes) -> None:
         """Data read from the source: straight through, or queued for the stages."""
@@ -251,6 +258,15 @@ class Direction:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
+    def dispose(self) -> None:
+        """Drop the stages and the way back to the connection (see `Connection.dispose_if_done`)."""
+        self.stages = {}
+        self.delays = None
+        self.pending.clear()
+        self.delayed.clear()
+        self._wakeup = None
+        self.connection = None  # type: ignore[assignment]
+
     async def _work(self) -> None:
         try:
             while not self.connection.closed:
@@ -275,6 +291,8 @@ class Direction:
             self.connection.close()
         finally:
             self.worker = None
+            if self.connection is not None and self.connection.closed:
+                self.connection.dispose_if_done()
 
     async def _through(self, stages: list[Stage], index: int, chunk: Chunk) -> None:
         while index < len(stages) and stages[index].stopped:
@@ -317,6 +335,7 @@ class Connection:
             list[bytes] | None
         ) = []  # what the client sent before upstream was up
         self.early_eof = False
+        self.disposed = False
 
     def other(self, side: Side) -> Side:
         return self.server if side is self.client else self.client
@@ -328,6 +347,13 @@ class Connection:
             self.connecting = self.loop.create_task(self._connect())  # kept: not GCed
 
     async def _connect(self) -> None:
+        try:
+            await self._connect_upstream()
+        finally:
+            self.connecting = None
+            self.dispose_if_done()
+
+    async def _connect_upstream(self) -> None:
         host, port = self.proxy.upstream_address
         try:
             await self.loop.create_connection(lambda: self.server, host, port)
@@ -393,6 +419,29 @@ class Connection:
             if side.transport is not None:
                 side.transport.close()
         self.proxy.connections.discard(self)
+
+    def dispose_if_done(self) -> None:
+        """Once closed and nothing can call back, break the reference cycles.
+
+        A connection, its sides, directions, stages and transports refer to each
+        other; left so, every closed connection (~25 objects) waited for the cyclic
+        collector, and its full pass over that pile stalled every delayed chunk (14
+        ms for 23,305 objects in the proxy bench). Done when both sockets reported
+        connection_lost (or the upstream never connected) and the connect task and
+        the stages' task have ended.
+        """
+        if self.disposed or not self.closed or not self.client.lost:
+            return
+        if self.server.transport is not None and not self.server.lost:
+            return  # its connection_lost is still to come
+        if self.connecting is not None:
+            return  # _connect calls again when it ends
+        if self.upstream.worker is not None or self.downstream.worker is not None:
+            return  # each worker calls again when it ends
+        self.disposed = True
+        self.upstream.dispose()
+        self.downstream.dispose()
+        self.client.connection = self.server.connection = None  # type: ignore[assignment]
 
     def reset(self) -> None:
         """Reset both sockets (TCP RST), dropping what they buffered."""

@@ -27,6 +27,7 @@ from chaospika.network.addresses import (
 from chaospika.network.api import make_app
 from chaospika.network.collection import ProxyCollection
 from chaospika.network.errors import ApiError
+from chaospika.network.priority import RELAY_NICE, ThreadPriority
 
 __all__ = ["ProxyServer", "ProxyServerThread", "main", "new_event_loop"]
 
@@ -50,15 +51,22 @@ class ProxyServer:
         listen: str = "127.0.0.1:8474",
         proxies: list[dict[str, Any]] | None = None,
         allow_hosts: tuple[str, ...] = DEFAULT_ALLOW_HOSTS,
+        relay_nice: int | None = RELAY_NICE,
     ) -> None:
         self.address = checked_address("--listen", listen, allow_hosts)
         self.initial = proxies or []
         self.collection = ProxyCollection(allow_hosts)
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.priority = ThreadPriority(relay_nice)
 
     async def start(self) -> str:
-        """Populate the initial proxies, serve the API; return its URL."""
+        """Populate the initial proxies, serve the API; return its URL.
+
+        The loop's thread takes nice `relay_nice` when permitted (`priority`): a
+        delayed chunk then leaves when due, not after another task's tick.
+        """
+        self.priority.raise_for_thread()
         await self.collection.populate(self.initial)
         self.runner = web.AppRunner(
             make_app(self.collection, __version__), access_log=None
@@ -81,6 +89,7 @@ class ProxyServer:
             await self.runner.cleanup()
             self.runner = None
         await self.collection.close()
+        self.priority.restore()
 
 
 class ProxyServerThread:
@@ -91,8 +100,9 @@ class ProxyServerThread:
         listen: str = "127.0.0.1:0",
         proxies: list[dict[str, Any]] | None = None,
         allow_hosts: tuple[str, ...] = DEFAULT_ALLOW_HOSTS,
+        relay_nice: int | None = RELAY_NICE,
     ) -> None:
-        self.server = ProxyServer(listen, proxies, allow_hosts)
+        self.server = ProxyServer(listen, proxies, allow_hosts, relay_nice)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -168,6 +178,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERN",
         help="also allow this CIDR or host glob (default: loopback only)",
     )
+    parser.add_argument(
+        "--relay-nice",
+        type=int,
+        default=RELAY_NICE,
+        metavar="N",
+        help=f"nice value of the relaying thread when permitted (default {RELAY_NICE};"
+        " 0 keeps the usual priority)",
+    )
     return parser.parse_args(argv)
 
 
@@ -197,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.config) as handle:
                 proxies = json.load(handle)
         allow = DEFAULT_ALLOW_HOSTS + tuple(args.allow_host)
-        server = ProxyServer(args.listen, proxies, allow)
+        server = ProxyServer(args.listen, proxies, allow, args.relay_nice)
         loop = new_event_loop()
         try:
             loop.run_until_complete(_serve_until_signal(server))

@@ -1,9 +1,13 @@
 """`chaospika proxy` / `python -m chaospika.network.server`: config, expiry, signals."""
 
+import asyncio
 import json
+import os
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +17,8 @@ import requests
 from proxy_helpers import redis_client, redis_port
 
 from chaospika._ports import free_port
+from chaospika.network.priority import RELAY_NICE
+from chaospika.network.server import ProxyServer, ProxyServerThread
 
 CHAOSPIKA = str(Path(sys.executable).with_name("chaospika"))
 SERVER = [sys.executable, "-m", "chaospika.network.server"]
@@ -109,3 +115,41 @@ def test_refuses_a_non_loopback_api_address():
     )
     assert result.returncode == 2
     assert "not allowed" in result.stderr
+
+
+def _may_raise_priority() -> bool:
+    """Whether this process may lower a thread's nice to RELAY_NICE (root, RLIMIT_NICE)."""
+    if os.geteuid() == 0:
+        return True
+    return resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - RELAY_NICE
+
+
+def _nice(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
+def test_the_relay_thread_takes_a_higher_priority_when_permitted():
+    caller = threading.get_native_id()
+    before = _nice(caller)
+    server = ProxyServerThread("127.0.0.1:0")
+    server.start()
+    try:
+        relay = _nice(server._thread.native_id)
+        assert _nice(caller) == before  # only the proxy's own thread
+    finally:
+        server.stop()
+    assert relay == (min(before, RELAY_NICE) if _may_raise_priority() else before)
+    seen: list[int] = []
+
+    async def serve_and_stop(relay_nice: int | None) -> None:
+        proxy = ProxyServer("127.0.0.1:0", relay_nice=relay_nice)
+        await proxy.start()
+        seen.append(_nice(threading.get_native_id()))
+        await proxy.stop()
+        seen.append(_nice(threading.get_native_id()))
+
+    asyncio.run(serve_and_stop(RELAY_NICE))
+    asyncio.run(serve_and_stop(None))  # None: the thread keeps its priority
+    assert seen[1:] == [before, before, before]  # given back by stop()
+    assert seen[0] == relay
