@@ -38,6 +38,7 @@ class Run:
     failed: float | None = None
     vus_max: float | None = None
     run_cpu_s: float | None = None  # ours only: CPU of runner.run() alone
+    round: int = 1  # which round of a benchmark run in rounds (suites.in_rounds)
     notes: list[str] = field(default_factory=list)
 
     @property

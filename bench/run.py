@@ -1,6 +1,6 @@
 """Benchmarks of chaospika's load engine against k6 and wrk (not part of the tests).
 
-    python bench/run.py [--only NAME[,NAME]] [--seconds N] [--json PATH]
+    python bench/run.py [--only NAME[,NAME]] [--seconds N] [--rounds N] [--json PATH]
 
 Servers run on core 0, generators on core 1; every child is bounded in time and
 stopped by its pid. Prints Markdown: machine notes, one table per benchmark,
@@ -21,10 +21,11 @@ from dataclasses import asdict
 from peers import k6_binary
 from procs import GENERATOR_CORE
 from report import Section, render, verdict
-from suites import SUITES
+from suites import ROUNDED, ROUNDS, SUITES
 
 DEFAULT_SECONDS = 10.0
 MAX_SECONDS = 60.0
+MAX_ROUNDS = 9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,12 +41,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_SECONDS,
         help=f"duration of every generator run (default {DEFAULT_SECONDS:g})",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help=f"rounds of the CPU benchmarks {', '.join(ROUNDED)}: each generator "
+        f"runs once per round, judged on the median ratio (default {ROUNDS})",
+    )
     parser.add_argument("--json", help="also write every run's raw numbers here")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in SUITES]
     if unknown or not args.only:
         parser.error(f"--only: unknown {unknown}; expected some of {', '.join(SUITES)}")
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds must be between 1 and {MAX_ROUNDS}")
     if not 1 <= args.seconds <= MAX_SECONDS:
         parser.error(f"--seconds must be between 1 and {MAX_SECONDS:g}")
     return args
@@ -166,11 +176,12 @@ def compile_package() -> str:
     )
 
 
-def run_suite(name: str, seconds: float) -> Section:
+def run_suite(name: str, seconds: float, rounds: int = ROUNDS) -> Section:
     """Run one benchmark; note how busy each core was meanwhile."""
     load, cores, began = _load(), _core_times(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"chaospika-bench-{name}-") as workdir:
-        section = SUITES[name](seconds, workdir)
+        extra = {"rounds": rounds} if name in ROUNDED else {}
+        section = SUITES[name](seconds, workdir, **extra)
     wall = time.monotonic() - began
     section.add_run_notes()
     section.load = f"{load} / {_load()}"
@@ -190,14 +201,17 @@ def run_suite(name: str, seconds: float) -> Section:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"## chaospika load engine benchmarks ({args.seconds:g} s per run)\n")
+    print(
+        f"## chaospika load engine benchmarks ({args.seconds:g} s per run; "
+        f"{args.rounds} round(s) of {', '.join(ROUNDED)})\n"
+    )
     print("\n".join(f"- {note}" for note in [*machine_notes(), compile_package()]))
     print("- busiest processes over 2 s at start (pid, share of one core, command):")
     print("\n".join(f"  - `{line}`" for line in _busiest()))
     print(flush=True)
     sections = []
     for name in args.only:
-        section = run_suite(name, args.seconds)
+        section = run_suite(name, args.seconds, args.rounds)
         sections.append(section)
         print(render(section), flush=True)
     print("### Targets\n")
