@@ -44,11 +44,11 @@ def _closed(step: dict, vus: int, seconds: float, **options: object) -> dict:
     return {"scenarios": {"bench": {**scenario, **options, "steps": [step]}}}
 
 
-def in_rounds(rounds: int, one_round: Callable[[], list[Run]]) -> list[Run]:
-    """`one_round()` `rounds` times; each run is numbered with its round."""
+def in_rounds(rounds: int, one_round: Callable[[int], list[Run]]) -> list[Run]:
+    """`one_round(number)` for rounds 1..`rounds`; each run is numbered with its round."""
     runs: list[Run] = []
     for number in range(1, rounds + 1):
-        for run in one_round():
+        for run in one_round(number):
             run.round = number
             if rounds > 1:
                 run.label += f", round {number}"
@@ -99,6 +99,10 @@ def _cpu_target(
     values = [ratio(ours[n], other.get(n)) for n in sorted(ours)]
     if not values or None in values or not all(run.ok for run in runs):
         return Target(goal, None, "not measured")
+    failing = [run for run in runs if run.checks is not None and run.checks < 1.0]
+    if failing:  # the workload was not the one described: its CPU says nothing
+        names = ", ".join(f"{run.tool} {run.label}" for run in failing)
+        return Target(goal, None, f"not measured: checks failed in {names}")
     value = statistics.median(values)
     rounds = (
         f", median of {len(values)} rounds ({', '.join(f'{v:.2f}' for v in values)})"
@@ -138,7 +142,7 @@ def bench_get(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
         env = {"URL": url, "VUS": str(VUS), "DURATION": _duration(seconds)}
         section.runs = in_rounds(
             rounds,
-            lambda: [
+            lambda _: [
                 peers.ours(label, _closed(step, VUS, seconds), seconds),
                 peers.k6(label, "get.js", env, seconds),
                 peers.wrk(f"-c{VUS} -t1", url, VUS, seconds),
@@ -178,30 +182,34 @@ def bench_post(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
     label = f"constant-vus {VUS}"
     with servers.sandbox(workdir, PRODUCT, stock=10**9) as api:
         url = f"{api}/orders"
-        step = {
-            "request": {
-                "method": "POST",
-                "url": url,
-                "name": "orders",
-                "headers": {"Idempotency-Key": prefix + "-py-{{vu}}-{{iter}}"},
-                "json": {"product_id": PRODUCT, "user_id": "u{{vu}}"},
-            },
-            "checks": [{"status": [202]}],
-        }
-        env = {
-            "URL": url,
-            "VUS": str(VUS),
-            "DURATION": _duration(seconds),
-            "PRODUCT": PRODUCT,
-            "PREFIX": f"{prefix}-k6",
-        }
-        section.runs = in_rounds(
-            rounds,
-            lambda: [
+
+        def one_round(number: int) -> list[Run]:
+            """Keys new to the API in every round (a repeated key is a replay, 200)."""
+            step = {
+                "request": {
+                    "method": "POST",
+                    "url": url,
+                    "name": "orders",
+                    "headers": {
+                        "Idempotency-Key": f"{prefix}r{number}-py-{{{{vu}}}}-{{{{iter}}}}"
+                    },
+                    "json": {"product_id": PRODUCT, "user_id": "u{{vu}}"},
+                },
+                "checks": [{"status": [202]}],
+            }
+            env = {
+                "URL": url,
+                "VUS": str(VUS),
+                "DURATION": _duration(seconds),
+                "PRODUCT": PRODUCT,
+                "PREFIX": f"{prefix}r{number}-k6",
+            }
+            return [
                 peers.ours(label, _closed(step, VUS, seconds), seconds),
                 peers.k6(label, "post.js", env, seconds),
-            ],
-        )
+            ]
+
+        section.runs = in_rounds(rounds, one_round)
     _cpu_results(
         section,
         _requests,
@@ -251,7 +259,7 @@ def bench_ws(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
         }
         section.runs = in_rounds(
             rounds,
-            lambda: [
+            lambda _: [
                 peers.ours(label, _closed(step, VUS, seconds), seconds),
                 peers.k6(label, "ws.js", env, seconds),
             ],
