@@ -3,6 +3,7 @@
 ::
 
     chaospika proxy [--listen 127.0.0.1:8474] [--config proxies.json] [--allow-host P]
+                    [--relay-nice N]
 
 The config is Toxiproxy's ``-config`` file: a JSON list of proxies
 (``[{"name": "redis", "listen": "127.0.0.1:6392", "upstream": "127.0.0.1:6379"}]``).
@@ -24,6 +25,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         argv += ["--config", args.config]
     for pattern in args.allow_host:
         argv += ["--allow-host", pattern]
+    if args.relay_nice is not None:
+        argv += ["--relay-nice", str(args.relay_nice)]
     return main(argv)
 
 
@@ -50,5 +53,12 @@ def add_proxy_commands(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="PATTERN",
         help="also listen on / connect to this CIDR or host glob (default: loopback)",
+    )
+    parser.add_argument(
+        "--relay-nice",
+        type=int,
+        metavar="N",
+        help="nice value of the relaying thread when permitted (default -10; "
+        "0 keeps the usual priority)",
     )
     parser.set_defaults(handler=run_proxy)

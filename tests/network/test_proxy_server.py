@@ -153,3 +153,19 @@ def test_the_relay_thread_takes_a_higher_priority_when_permitted():
     asyncio.run(serve_and_stop(None))  # None: the thread keeps its priority
     assert seen[1:] == [before, before, before]  # given back by stop()
     assert seen[0] == relay
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
+def test_chaospika_proxy_passes_relay_nice_to_the_server(tmp_path):
+    """`chaospika proxy --relay-nice 7`: one thread of the server (the relay) runs
+    at nice 7 (raising a nice value needs no privilege), the others keep theirs."""
+    process, _ = _start_server(
+        tmp_path, [], command=(CHAOSPIKA, "proxy", "--relay-nice", "7")
+    )
+    try:
+        threads = os.listdir(f"/proc/{process.pid}/task")
+        values = sorted(_nice(int(tid)) for tid in threads)
+        assert values.count(7) == 1 and len(values) > 1, values
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
