@@ -1,12 +1,11 @@
 """Fixtures of the fault proxy tests: the API in-process, an HTTP backend, clients."""
 
-import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from proxy_helpers import pattern
+from proxy_helpers import pattern, serving
 
 from chaospika.network.server import ProxyServerThread
 
@@ -44,18 +43,8 @@ def proxy_api() -> Iterator[str]:
 @pytest.fixture
 def http_backend() -> Iterator[str]:
     """A tiny HTTP server (``host:port``) answering GET /bytes/N."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}
-    )
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Backend)) as address:
+        yield address
 
 
 @pytest.fixture

@@ -1,14 +1,34 @@
 """Helpers of the fault proxy tests: payloads, timed Redis and HTTP round trips."""
 
 import socket
+import socketserver
 import statistics
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 PATTERN = bytes(range(256))
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[str]:
+    """Serve `server` (bound to a loopback port) from a thread; yield ``host:port``."""
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}
+    )
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def pattern(size: int) -> bytes:

@@ -4,14 +4,13 @@ import asyncio
 import select
 import socket
 import socketserver
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 import uvloop
-from proxy_helpers import body_of, http_get, pattern
+from proxy_helpers import body_of, http_get, pattern, serving
 
 from chaospika.network.server import ProxyServerThread
 from chaospika.network.toxics import timer as timer_module
@@ -31,18 +30,8 @@ class _EchoServer(socketserver.ThreadingTCPServer):
 @pytest.fixture
 def echo_server() -> Iterator[str]:
     """A TCP echo server (``host:port``) on a free loopback port."""
-    server = _EchoServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}
-    )
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(_EchoServer(("127.0.0.1", 0), _Echo)) as address:
+        yield address
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes:
