@@ -54,6 +54,7 @@ REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 # a discarded body is stored until the response passes this many bytes (small
 # ones cost nothing to keep; Response.body is None all the same), then dropped
 DISCARD_AFTER = 16_384
+RESPONSE_TYPES = ("text", "binary", "none")  # k6's Params.responseType
 _BODYLESS = (301, 302, 303)  # these turn a POST (any non-GET/HEAD) into a GET
 _SENSITIVE = frozenset(  # headers Go's client does not send to another host
     b"authorization www-authenticate cookie cookie2 proxy-authorization "
@@ -112,6 +113,18 @@ def encode_request(
     if needs_length and "content-length" not in names:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def discards_body(response_type: Any, default: bool) -> bool:
+    """k6's responseType: "none" discards the body, "text" and "binary" keep it,
+    None leaves it to `default` (discardResponseBodies). ValueError otherwise."""
+    if response_type is None:
+        return default
+    if response_type not in RESPONSE_TYPES:
+        raise ValueError(
+            f"expected one of {', '.join(RESPONSE_TYPES)}, got {response_type!r}"
+        )
+    return response_type == "none"
 
 
 def expected_statuses(spec: Any) -> frozenset:
@@ -430,7 +443,7 @@ class _Connection(asyncio.Protocol):
         self.first_ns = 0
         self.head_only = head_only
         self.head_done = False
-        self.discard = discard = discard and not head_only
+        self.discard = discard and not head_only
         if head_only:
             self.parser = HttpResponseParser(_HeadSink(self))
         self.waiter = waiter = self.loop.create_future()

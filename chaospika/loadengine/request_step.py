@@ -24,6 +24,7 @@ from chaospika.loadengine.http1 import (
     Hop,
     Response,
     TransportError,
+    discards_body,
     expected_statuses,
     failed_response,
     follow_redirects,
@@ -58,12 +59,11 @@ from chaospika.loadengine.vu import (
     record_response,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "METHODS", "RESPONSE_TYPES"]
+__all__ = ["DEFAULT_TIMEOUT", "METHODS"]
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_TIMEOUT = "60s"  # k6's default request timeout
-RESPONSE_TYPES = ("text", "binary", "none")  # k6's Params.responseType
 _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)\Z"
 )
@@ -375,16 +375,13 @@ class _RequestStep:
 
 def _discards(where: str, spec: dict[str, Any], discard_bodies: bool) -> bool:
     """Whether this request drops its body: its responseType, else the spec's
-    discardResponseBodies (k6: "none" discards; "text" and "binary" keep it)."""
+    discardResponseBodies."""
     if "responseType" not in spec:
         return discard_bodies
-    kind = spec["responseType"]
-    if kind not in RESPONSE_TYPES:
-        raise ScenarioError(
-            f"{where}.responseType",
-            f"expected one of {', '.join(RESPONSE_TYPES)}, got {kind!r}",
-        )
-    return kind == "none"
+    try:
+        return discards_body(spec["responseType"], discard_bodies)
+    except ValueError as error:
+        raise ScenarioError(f"{where}.responseType", str(error)) from None
 
 
 def _refuse_body_use(field: str, item: Any, request: dict[str, Any]) -> None:

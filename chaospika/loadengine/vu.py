@@ -18,6 +18,7 @@ from chaospika.loadengine.http1 import (
     Hop,
     HttpClient,
     Response,
+    discards_body,
     encode_request,
     expected_statuses,
     follow_redirects,
@@ -215,15 +216,10 @@ class VuHttp:
             or redirects < 0
         ):
             raise ValueError(f"redirects: expected an int >= 0, got {redirects!r}")
-        if response_type is None:
-            discard = self._vu.discard_bodies
-        elif response_type in ("text", "binary", "none"):
-            discard = response_type == "none"
-        else:
-            raise ValueError(
-                "response_type: expected 'text', 'binary' or 'none', "
-                f"got {response_type!r}"
-            )
+        try:
+            discard = discards_body(response_type, self._vu.discard_bodies)
+        except ValueError as error:
+            raise ValueError(f"response_type: {error}") from None
         method = method.upper()
         origin, target = self._parse(url)
         headers = dict(headers or {})
