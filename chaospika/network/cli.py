@@ -13,6 +13,8 @@ toxiproxy-cli, the Toxiproxy clients and chaospika's network activities drive it
 
 import argparse
 
+from chaospika.network.priority import RELAY_NICE
+
 __all__ = ["add_proxy_commands", "run_proxy"]
 
 
@@ -58,7 +60,7 @@ def add_proxy_commands(commands: argparse._SubParsersAction) -> None:
         "--relay-nice",
         type=int,
         metavar="N",
-        help="nice value of the relaying thread when permitted (default -10; "
+        help=f"nice value of the relaying thread when permitted (default {RELAY_NICE}; "
         "0 keeps the usual priority)",
     )
     parser.set_defaults(handler=run_proxy)
