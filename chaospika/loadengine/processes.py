@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -25,6 +24,7 @@ from typing import Any
 
 from chaospika.loadengine.executors import Outcome, Segment
 from chaospika.loadengine.limits import rss_mb
+from chaospika.loadengine.parent_death import death_signal_setter
 from chaospika.loadengine.progress import ProgressMeter, Totals
 from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
@@ -51,7 +51,6 @@ WORKER_EXIT_TIMEOUT = 10.0  # seconds for workers to report after a stop
 REPORT_WAIT = 0.5  # seconds the parent waits for the workers' report of a second
 PARENT_POLL = 0.2  # seconds between two looks of a worker at its parent
 EXIT_ORPHANED = 3  # a worker's exit code once its parent has died
-_PR_SET_PDEATHSIG = 1
 
 
 def run_processes(
@@ -332,14 +331,9 @@ def worker_main(
 
 def die_with_parent(parent: int) -> None:
     """End this process when `parent` dies, SIGKILL included, within PARENT_POLL s."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog
-            pass
+    set_death_signal = death_signal_setter(signal.SIGKILL)
+    if set_death_signal is not None:  # without prctl: the watchdog alone
+        set_death_signal()
     if os.getppid() != parent:  # died before we asked
         os._exit(EXIT_ORPHANED)
     threading.Thread(

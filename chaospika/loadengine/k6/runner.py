@@ -18,7 +18,6 @@ the run fails. Exit 99 (thresholds crossed) is a result with
 or 108 gives `aborted` True.
 """
 
-import ctypes
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from chaospika.loadengine.k6.results import (
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script
+from chaospika.loadengine.parent_death import death_signal_setter
 from chaospika.loadengine.progress import ProgressMeter
 from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
@@ -66,7 +66,6 @@ EXIT_ABORTED = 108  # k6: test aborted by the script
 RESULT_CODES = (0, EXIT_THRESHOLDS, EXIT_SIGNAL, EXIT_ABORTED)
 ABORT_LOG = "abortOnFail enabled, stopping test prematurely"
 MAX_WARNINGS = 20
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent ends
 
 
 def report_second(
@@ -86,24 +85,6 @@ def report_second(
         on_progress(meter.report(elapsed, totals))
     except Exception:  # a progress callback must not end the test
         logger.exception("load progress callback failed")
-
-
-def stop_with_parent() -> Any:
-    """A Popen `preexec_fn` that has the kernel send k6 SIGTERM (k6's graceful stop)
-    when the thread that started it ends, chaospika killed with SIGKILL included.
-
-    libc's prctl is looked up here, before the fork: the child only calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # no prctl: k6 still ends at its own duration
-        return None
-
-    def set_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-    return set_death_signal
 
 
 class K6Error(RuntimeError):
@@ -214,7 +195,8 @@ class _K6Run:
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=stop_with_parent(),  # noqa: PLW1509 - one prctl call
+                # k6 stops (SIGTERM) when this thread ends, SIGKILL of chaospika too
+                preexec_fn=death_signal_setter(signal.SIGTERM),  # noqa: PLW1509
             )
         started = time.monotonic()
         try:

@@ -50,10 +50,10 @@ from chaospika.loadengine.k6.runner import (
     K6Error,
     _K6Run,
     report_second,
-    stop_with_parent,
 )
 from chaospika.loadengine.k6.samples import SampleFeed
 from chaospika.loadengine.k6.script import K6Script
+from chaospika.loadengine.parent_death import death_signal_setter
 from chaospika.loadengine.progress import ProgressMeter
 from chaospika.loadengine.registry import Registry
 from chaospika.loadengine.runner import (
@@ -214,7 +214,8 @@ class _Segment(_K6Run):
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=stop_with_parent(),  # noqa: PLW1509 - one prctl call
+                # k6 stops (SIGTERM) when this thread ends, SIGKILL of chaospika too
+                preexec_fn=death_signal_setter(signal.SIGTERM),  # noqa: PLW1509
             )
         logger.info("load on k6: %s, PID %d", self.label, self.process.pid)
 
