@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sandbox_fixtures import children, pid_alive
 
 CHAOSPIKA = Path(sys.executable).with_name("chaospika")
 
@@ -137,38 +138,15 @@ def workers_spec(url: str, duration: str = "60s") -> dict:
     }
 
 
-def children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def gone_within(pids: list[int], seconds: float) -> float:
     """Seconds until none of `pids` is alive; fails, naming them, after `seconds`."""
     started = time.monotonic()
-    while any(alive(pid) for pid in pids) and time.monotonic() < started + seconds:
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < started + seconds:
         time.sleep(0.02)
     left = [
         Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         for pid in pids
-        if alive(pid)
+        if pid_alive(pid)
     ]
     assert not left, left
     return time.monotonic() - started

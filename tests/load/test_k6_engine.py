@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import requests
-from sandbox_fixtures import wait_until
+from sandbox_fixtures import children, pid_alive, wait_until
 
 from chaospika._ports import free_port
 from chaospika.load import probes
@@ -590,23 +590,6 @@ def test_run_load_turns_a_k6_exec_spec_into_activity_failed():
         run_load(spec=spec, name="k6-exec")
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found += [int(child) for child in handle.read().split()]
-    return found
-
-
-def _ended(pid: int) -> bool:
-    """The process is gone, or a zombie waiting for a reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 @needs_k6
 @pytest.mark.parametrize("segments", [1, 2])
 def test_k6_stops_when_chaospika_is_killed(segments):
@@ -618,11 +601,11 @@ def test_k6_stops_when_chaospika_is_killed(segments):
     code = f"from chaospika.loadengine import run; run({spec!r})"
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
-        assert wait_until(lambda: len(_children(parent.pid)) == segments, 20)
-        k6s = _children(parent.pid)
+        assert wait_until(lambda: len(children(parent.pid)) == segments, 20)
+        k6s = children(parent.pid)
         time.sleep(1)  # k6 is running its test
-        assert not any(_ended(pid) for pid in k6s)
+        assert all(pid_alive(pid) for pid in k6s)
     finally:
         parent.kill()
         parent.wait()
-    assert wait_until(lambda: all(_ended(pid) for pid in k6s), 10), k6s
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in k6s), 10), k6s
