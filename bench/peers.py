@@ -1,4 +1,5 @@
-"""The three load generators compared: chaospika's engine, k6 and wrk.
+"""The load generators compared: chaospika's engine, k6 and wrk (and the WebSocket
+floor, bench/ws_floor.py: the same traffic from a bare uvloop client).
 
 Each runs as a child pinned to the generator core; each returns a `Run` with
 the same fields, whatever the tool reports them as.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from procs import Measured, measure
 
-__all__ = ["Run", "k6", "k6_binary", "ours", "wrk"]
+__all__ = ["Run", "k6", "k6_binary", "ours", "wrk", "ws_floor"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 OVERHEAD = 45.0  # seconds a child may run past its planned duration
@@ -158,6 +159,24 @@ def wrk(
     run.p95_ms, run.p99_ms = report["p95_us"] / 1000, report["p99_us"] / 1000
     errors = report["errors"] + report["non_2xx"]
     run.failed = errors / report["requests"] if report["requests"] else None
+    return run
+
+
+def ws_floor(label: str, env: dict[str, str], seconds: float) -> Run:
+    """bench/ws_floor.py with the WebSocket benchmark's settings (`env`, as for k6)."""
+    settings = [env[name] for name in ("URL", "VUS")]
+    settings += [f"{seconds:g}", env["COUNT"], env["EVERY_MS"], env["TIMEOUT_MS"]]
+    argv = [sys.executable, str(BENCH_DIR / "ws_floor.py"), *settings]
+    measured = measure(argv, seconds + OVERHEAD)
+    run = Run("uvloop floor", label, measured)
+    report = _last_json(measured.stdout)
+    if report is None:
+        return run
+    run.duration_s = report["duration_s"]
+    run.iterations = report["sessions"]
+    run.ws_messages = report["ws_msgs_sent"] + report["ws_msgs_received"]
+    if report["sessions"]:
+        run.checks = report["complete"] / report["sessions"]
     return run
 
 

@@ -232,7 +232,7 @@ def bench_ws(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
     section = Section(
         "ws",
         f"3. WebSocket echo, {VUS} VUs, each iteration one session of {WS_COUNT} "
-        f"messages every {WS_EVERY_MS} ms",
+        f"messages every {WS_EVERY_MS} ms (and the uvloop floor, bench/ws_floor.py)",
         ["tool", "run", "messages (sent+recv)", "msgs/s", "sessions", "checks ok"]
         + ["CPU s", "CPU s/1k msgs", "vs k6"],
     )
@@ -262,6 +262,7 @@ def bench_ws(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
             lambda _: [
                 peers.ours(label, _closed(step, VUS, seconds), seconds),
                 peers.k6(label, "ws.js", env, seconds),
+                peers.ws_floor(label, env, seconds),
             ],
         )
     _cpu_results(
@@ -275,7 +276,29 @@ def bench_ws(seconds: float, workdir: str, rounds: int = ROUNDS) -> Section:
         ],
         ("WebSocket", WS_VS_K6),
     )
+    section.notes.append(_floor_note(section.runs))
     return section
+
+
+def _floor_note(runs: list[Run]) -> str:
+    """Where the uvloop floor (bench/ws_floor.py) stands against k6 and chaospika."""
+    k6_runs, ours = (_same_round(runs, tool, _messages) for tool in ("k6", "chaospika"))
+    floor = _same_round(runs, "uvloop floor", _messages)
+    if not all(
+        run.ok and run.checks == 1.0 for run in runs if run.tool == "uvloop floor"
+    ):
+        return "uvloop floor: not measured (a run failed or missed echoes)"
+
+    def median_ratio(top: dict, bottom: dict) -> float | None:
+        values = [ratio(top[n], bottom.get(n)) for n in sorted(top)]
+        return None if not values or None in values else statistics.median(values)
+
+    vs_k6, ours_vs_floor = median_ratio(floor, k6_runs), median_ratio(ours, floor)
+    return (
+        f"uvloop floor (the same traffic from a bare uvloop client, no engine): "
+        f"{num(vs_k6, 2)}x k6; chaospika is {num(ours_vs_floor, 2)}x the floor "
+        "(medians of same-round ratios)"
+    )
 
 
 # -- 4. constant-arrival-rate ----------------------------------------------------------
