@@ -493,6 +493,11 @@ class WsSession:
         await self.close()
 
     @property
+    def protocol(self) -> _WsProtocol:
+        """The connection's protocol (ws_plan hands it to ws_tick_reads)."""
+        return self._protocol  # type: ignore[return-value]
+
+    @property
     def ended(self) -> asyncio.Future:
         """A future that is done once the connection closed or is closing."""
         return self._protocol.close_received  # type: ignore[union-attr]

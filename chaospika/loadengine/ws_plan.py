@@ -5,7 +5,8 @@ hold the session open, reconnect when the server drops it, and turn every
 failure into a check. Messages are sent from loop timers and received through
 `WsSession.listen`, so a message costs no task switch and no future. The senders
 of a loop share one loop timer per millisecond in which sends are due (`_Ticker`)
-rather than one timer per message.
+rather than one timer per message, and while a session sends, its connection is
+read at those ticks (ws_tick_reads.py) unless the step measures message latency.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chaospika.loadengine.ws import WsClosed, WsError, WsSession
+from chaospika.loadengine.ws_tick_reads import TickReads
 
 __all__ = ["WsPlan", "run_ws_plan"]
 
@@ -82,11 +84,13 @@ class _Ticker:
     millisecond fire together anyway; sharing that timer spares a timer handle
     (allocated, armed in libuv's heap, closed) per message. A callback is due at
     the first whole millisecond not before its time, and callbacks of one
-    millisecond run in the order they were added.
+    millisecond run in the order they were added. Each tick first reads the
+    connections of `reads` (the senders' own), then runs its callbacks.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.reads = TickReads(loop)
         # per due millisecond: [loop timer, callbacks]
         self.due: dict[int, list[Any]] = {}
         self.context = contextvars.Context()  # no run's context leaks to another
@@ -115,8 +119,10 @@ class _Ticker:
         if not callbacks:
             del self.due[key]
             entry[0].cancel()
+            self.reads.after_tick(tick_soon=False)  # that tick will not read
 
     def _fire(self, key: int) -> None:
+        self.reads.read()
         for callback in self.due.pop(key)[1]:
             try:
                 callback()
@@ -124,6 +130,7 @@ class _Ticker:
                 self.loop.call_exception_handler(
                     {"message": "ws send timer failed", "exception": error}
                 )
+        self.reads.after_tick(tick_soon=key + 1 in self.due)
 
 
 _tickers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker]" = (
@@ -153,31 +160,48 @@ class _Sender:
         self.ticker = _ticker(self.loop)
         self.key: int | None = None  # the ticker millisecond of the next send
         self._send_later = self._send  # one bound method for every timer
+        self.read_fd: int | None = None  # read at the ticks (see ws_tick_reads.py)
         self._send()  # the first message goes at once
+        if plan.latency_field is None and not self.done.done():
+            self.read_fd = self.ticker.reads.add(session.protocol)
 
     def _send(self) -> None:
         self.key = None
         try:
             self.session.send_nowait(self.plan.message.render(self.vu))
         except WsClosed:
-            self.done.set_result(None)
+            self._finish()
             return
         except Exception as error:  # noqa: BLE001 - handed to the awaiting step
-            self.done.set_exception(error)
+            self._finish(error)
             return
         self.progress.sent += 1
         self.sent_here += 1
         if self.progress.sent >= self.plan.count:
-            self.done.set_result(None)
+            self._finish()
             return
         due = self.began + self.sent_here * self.plan.every
         self.key = self.ticker.call_at(due, self._send_later)
 
+    def _finish(self, error: Exception | None = None) -> None:
+        """Sending is over: the loop reads the connection again; `done` is set."""
+        self._give_back_reads()
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
+
+    def _give_back_reads(self) -> None:
+        if self.read_fd is not None:
+            self.ticker.reads.remove(self.read_fd, self.session.protocol)
+            self.read_fd = None
+
     def cancel(self) -> None:
-        """Stop sending (no timer is left behind)."""
+        """Stop sending (no timer is left behind, the loop reads the connection)."""
         if self.key is not None:
             self.ticker.cancel(self.key, self._send_later)
             self.key = None
+        self._give_back_reads()
         if not self.done.done():
             self.done.cancel()
 

@@ -17,6 +17,7 @@ from chaospika.loadengine.steps import compile_steps
 from chaospika.loadengine.vu import VU
 from chaospika.loadengine.ws import WsClosed, WsError
 from chaospika.loadengine.ws_plan import _ticker
+from chaospika.loadengine.ws_tick_reads import TickReads
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 
@@ -364,3 +365,109 @@ def test_a_cancelled_session_is_dropped_at_once():
     registry, elapsed = run(scenario())
     assert elapsed < 0.3  # at once, with slack for a loaded CI machine
     assert stats(registry, "ws_session_duration")["count"] == 1
+
+
+async def _wait_for(condition, seconds: float = 2.0) -> None:
+    """Until `condition()` holds (AssertionError after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tick_reads_wait_for_a_due_tick_else_wake_the_loop(loop):
+    async def scenario():
+        async with WsServer() as server:
+            running = asyncio.get_running_loop()
+            vu = VU(1, "chat", Registry(), {}, {})
+            session = await vu.ws(server.url).open()
+            got: list = []
+            session.listen(got.append)
+            reads = TickReads(running)
+            fd = reads.add(session.protocol)
+            assert fd is not None and reads.watching  # no tick yet: arrivals wake
+            session.send_nowait("woken")
+            await _wait_for(lambda: got == ["woken"])  # read as it arrived
+
+            reads.after_tick(tick_soon=True)  # a tick is due: arrivals wait for it
+            assert not reads.watching
+            session.send_nowait("ticked")
+            await _wait_for(lambda: len(server.received) == 2)
+            await asyncio.sleep(0.05)  # the echo is back, nobody read it
+            waited = list(got)
+            reads.read()  # what the tick does
+            after_tick = list(got)
+
+            session.send_nowait("unread")
+            await _wait_for(lambda: len(server.received) == 3)
+            await asyncio.sleep(0.05)
+            reads.remove(fd, session.protocol)  # back to the loop: read at once
+            reads.remove(fd, session.protocol)  # twice is harmless
+            await _wait_for(lambda: len(got) == 3)
+            session.send_nowait("loop")
+            await _wait_for(lambda: len(got) == 4)
+            state = (dict(reads.protocols), reads.watching)
+            await session.close()
+            return waited, after_tick, got, state
+
+    waited, after_tick, got, state = run(scenario(), loop)
+    assert waited == ["woken"]
+    assert after_tick == ["woken", "ticked"]
+    assert got == ["woken", "ticked", "unread", "loop"]
+    assert state == ({}, False)
+
+
+class _TlsTransport:
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str):
+        return object() if name == "sslcontext" else None
+
+
+def test_tick_reads_leave_tls_connections_to_the_loop():
+    async def scenario():
+        reads = TickReads(asyncio.get_running_loop())
+        protocol = type("Protocol", (), {"transport": _TlsTransport()})()
+        return reads.add(protocol), reads.protocols, reads.watching
+
+    assert run(scenario()) == (None, {}, False)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("latency", [False, True])
+def test_sending_sessions_are_read_at_ticks_unless_latency_is_measured(loop, latency):
+    async def scenario():
+        async with WsServer() as server:
+            registry = Registry()
+            step = {
+                "url": server.url,
+                "send": {"every": "2ms", "count": 40, "message": {"t": "{{now_ms}}"}},
+                "expect": {"count": 40, "timeout": "3s"},
+            }
+            if latency:
+                step["latency_field"] = "t"
+            iteration = ws_iteration(registry, step)
+            reads = _ticker(asyncio.get_running_loop()).reads
+            added: list = []
+            add = reads.add
+
+            def counting_add(protocol):
+                fd = add(protocol)
+                added.append(fd is not None)
+                return fd
+
+            reads.add = counting_add
+            vus = [VU(n, "chat", registry, {}, {}) for n in range(1, 6)]
+            await asyncio.gather(*(iteration(vu) for vu in vus))
+            for vu in vus:
+                await vu.close()
+            return registry, added, dict(reads.protocols), reads.watching
+
+    registry, added, left, watching = run(scenario(), loop)
+    assert stats(registry, "ws_msgs_sent")["count"] == 200
+    assert stats(registry, "ws_msgs_received")["count"] == 200
+    assert registry.stats("checks") == {"rate": 1.0, "passes": 10, "fails": 0}
+    assert added == ([] if latency else [True] * 5)  # read at ticks unless measured
+    assert (left, watching) == ({}, False)  # every connection went back to the loop
