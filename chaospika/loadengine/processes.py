@@ -12,14 +12,12 @@ watchdog thread exits it within PARENT_POLL seconds once its parent is gone.
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_for_messages
 from typing import Any
 
 from chaospika.loadengine.executors import Outcome, Segment
@@ -94,6 +92,8 @@ class _Coordinator:
         self.deadline = deadline
         self.on_progress = on_progress
         self.stop_event = stop_event
+        import multiprocessing  # here: a run in one process never needs it
+
         self.context = multiprocessing.get_context("spawn")
         self.stop = self.context.Event()
         self.go = self.context.Event()
@@ -214,6 +214,8 @@ class _Coordinator:
         return totals
 
     def _messages(self, timeout: float) -> list:
+        from multiprocessing.connection import wait as wait_for_messages
+
         open_ends = [w.connection for w in self.workers if not w.done]
         received = []
         for connection in wait_for_messages(open_ends, timeout):

@@ -16,6 +16,7 @@ message to a plain callback as it arrives (ws_plan.py: no future per message).
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -370,6 +371,20 @@ def _upgrade_request(
     url: str, key: bytes, headers: dict[str, str] | None
 ) -> tuple[str, int, bool, bytes]:
     """(host, port, tls, request bytes) of the opening handshake for `url`."""
+    items = tuple((headers or {}).items())
+    try:
+        host, port, tls, before, after = _request_around_key(url, items)
+    except TypeError:  # a header value that cannot be a cache key
+        host, port, tls, before, after = _request_around_key.__wrapped__(url, items)
+    return host, port, tls, before + key + after
+
+
+@functools.lru_cache(maxsize=256)  # a VU opens the same URL with the same headers
+def _request_around_key(
+    url: str, headers: tuple[tuple[str, str], ...]
+) -> tuple[str, int, bool, bytes, bytes]:
+    """`_upgrade_request`'s parts that do not change with the key: (host, port,
+    tls, the request bytes before the key, after it)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise WsError(f"expected a ws:// or wss:// URL, got {url!r}")
@@ -380,22 +395,28 @@ def _upgrade_request(
     if port != (443 if tls else 80):
         host_header += f":{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [
+    before = [
         f"GET {target} HTTP/1.1",
         f"Host: {host_header}",
         "Upgrade: websocket",
         "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key.decode()}",
-        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: ",
     ]
-    if not any(name.lower() == "user-agent" for name in headers or {}):
-        lines.append(f"User-Agent: {USER_AGENT}")
-    lines.extend(
+    after = ["", "Sec-WebSocket-Version: 13"]
+    if not any(name.lower() == "user-agent" for name, _ in headers):
+        after.append(f"User-Agent: {USER_AGENT}")
+    after.extend(
         f"{name}: {value}"
-        for name, value in (headers or {}).items()
+        for name, value in headers
         if value or name.lower() != "user-agent"  # userAgent "": no header
     )
-    return host, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return (
+        host,
+        port,
+        tls,
+        "\r\n".join(before).encode(),
+        ("\r\n".join(after) + "\r\n\r\n").encode(),
+    )
 
 
 async def _open(
