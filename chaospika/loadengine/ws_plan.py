@@ -122,10 +122,9 @@ class _Ticker:
             self.reads.after_tick(tick_soon=False)  # that tick will not read
 
     def _fire(self, key: int) -> None:
-        self.reads.read()
-        for callback in self.due.pop(key)[1]:
+        for step in (self.reads.read, *self.due.pop(key)[1]):
             try:
-                callback()
+                step()
             except Exception as error:  # noqa: BLE001 - as the loop does for a timer
                 self.loop.call_exception_handler(
                     {"message": "ws send timer failed", "exception": error}
