@@ -46,8 +46,8 @@ class TickReads:
             return None  # the socket carries TLS records, not frames
         sock = transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
-        if fd < 0 or fd in self.protocols:
-            return None
+        if fd < 0 or fd in self.protocols or not hasattr(select, "epoll"):
+            return None  # epoll is Linux's: elsewhere the loop reads as before
         if self.poller is None:
             self.poller = select.epoll()
         transport.pause_reading()

@@ -435,6 +435,26 @@ def test_tick_reads_leave_tls_connections_to_the_loop():
     assert run(scenario()) == (None, {}, False)
 
 
+def test_tick_reads_leave_connections_to_the_loop_without_epoll(monkeypatch):
+    monkeypatch.delattr("select.epoll")  # as on macOS
+
+    async def scenario():
+        async with WsServer() as server:
+            registry = Registry()
+            step = {
+                "url": server.url,
+                "send": {"every": "2ms", "count": 20, "message": "m{{counter}}"},
+                "expect": {"count": 20, "timeout": "3s"},
+            }
+            await ws_iteration(registry, step)(VU(1, "chat", registry, {}, {}))
+            reads = _ticker(asyncio.get_running_loop()).reads
+            return registry, reads.poller, reads.protocols
+
+    registry, poller, protocols = run(scenario())
+    assert stats(registry, "ws_msgs_received")["count"] == 20
+    assert (poller, protocols) == (None, {})
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("latency", [False, True])
 def test_sending_sessions_are_read_at_ticks_unless_latency_is_measured(loop, latency):
